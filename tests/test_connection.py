@@ -1,0 +1,147 @@
+"""Connections: URL mapping, TLS, the pool, and one clear line for every bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from models.db import make_engine, parse_url, resolve_url, wait_for_database
+from models.errors import DatabaseError
+from models.settings import Settings
+from tests.support import PgServer, run_alembic
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql", "postgresql+psycopg2"])
+def test_postgres_schemes_map_to_the_driver(scheme: str) -> None:
+    """postgres://, postgresql:// (and the explicit driver) all use psycopg2."""
+    assert parse_url(f"{scheme}://u:p@localhost/db").drivername == "postgresql+psycopg2"
+
+
+def test_tls_required_off_box_unless_the_url_says_otherwise() -> None:
+    """A non-local host gets sslmode=require; local hosts and an explicit sslmode are kept."""
+    assert parse_url("postgresql://u:p@ep-x.neon.tech/db").query["sslmode"] == "require"
+    assert "sslmode" not in parse_url("postgresql://u:p@localhost/db").query
+    assert "sslmode" not in parse_url("postgresql://u@/db?host=/tmp").query
+    url = parse_url("postgresql://u:p@db.internal/db?sslmode=disable")
+    assert url.query["sslmode"] == "disable"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("localhost:5432/todo", "not a valid database URL"),
+        ("not a url at all s3cret", "not a valid database URL"),
+        ("mysql://u:s3cret@host/db", "unsupported scheme 'mysql'"),
+        ("sqlite:///x.db", "unsupported scheme 'sqlite'"),
+    ],
+)
+def test_bad_urls_say_what_is_wrong_without_the_password(raw: str, expected: str) -> None:
+    """A malformed URL or unknown scheme is one line naming the problem, password masked."""
+    with pytest.raises(DatabaseError) as exc:
+        parse_url(raw)
+    message = str(exc.value)
+    assert expected in message and "\n" not in message
+    assert "s3cret" not in message
+
+
+def test_pool_settings(tmp_path: Path) -> None:
+    """The engine pools 5 + 15 connections, pre-pings, and recycles before Neon drops them."""
+    settings = Settings.from_env({"DB_POOL_RECYCLE_SECONDS": "120"})
+    engine = make_engine(parse_url("postgresql://u:p@localhost/db"), settings)
+    pool = engine.pool
+    assert pool.size() == 5  # type: ignore[attr-defined]
+    assert pool._max_overflow == 15  # type: ignore[attr-defined]
+    assert pool._pre_ping is True
+    assert pool._recycle == 120
+
+
+def test_settings_read_env_and_reject_nonsense() -> None:
+    """Settings come from the environment; a bad number is one clear error."""
+    settings = Settings.from_env(
+        {"DATABASE_URL": " postgresql://a/b ", "DATABASE_URL_UNPOOLED": "postgresql://c/d"}
+    )
+    assert settings.database_url == "postgresql://a/b"
+    assert resolve_url(settings, for_migrations=True).host == "c"
+    assert resolve_url(settings).host == "a"
+    with pytest.raises(DatabaseError, match="DB_CONNECT_RETRY_SECONDS"):
+        Settings.from_env({"DB_CONNECT_RETRY_SECONDS": "soon"})
+
+
+def test_unreachable_server_is_retried_then_explained() -> None:
+    """A refused connection is retried with backoff for the bounded time, then one line."""
+    url = parse_url("postgresql://u:s3cret@127.0.0.1:9/db")
+    engine = create_engine(url)
+    import time
+
+    start = time.monotonic()
+    with pytest.raises(DatabaseError) as exc:
+        wait_for_database(engine, retry_seconds=0.5)
+    assert time.monotonic() - start >= 0.5
+    message = str(exc.value)
+    assert message.startswith("cannot reach PostgreSQL at postgresql+psycopg2://u:***@127.0.0.1:9")
+    assert "gave up after 0.5s" in message and "s3cret" not in message
+
+
+@pytest.fixture
+def password_user(pg_server: PgServer) -> PgServer:
+    """A role that must log in with a password (scram), on the throwaway server."""
+    admin = create_engine(pg_server.url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("DROP ROLE IF EXISTS pw_user"))
+        conn.execute(text("CREATE ROLE pw_user LOGIN PASSWORD 'right-pw'"))
+        hba = conn.execute(text("SHOW hba_file")).scalar_one()
+        lines = Path(hba).read_text()
+        rule = "local all pw_user scram-sha-256\n"
+        if rule not in lines:
+            Path(hba).write_text(rule + lines)
+            conn.execute(text("SELECT pg_reload_conf()"))
+    admin.dispose()
+    return PgServer(pg_server.host, pg_server.port, "pw_user", "wrong-pw")
+
+
+def test_wrong_password_is_one_line_and_not_retried(password_user: PgServer) -> None:
+    """A wrong password fails at once with one line naming the user, password masked."""
+    engine = create_engine(password_user.url())
+    with pytest.raises(DatabaseError) as exc:
+        wait_for_database(engine, retry_seconds=30)
+    assert str(exc.value).startswith(
+        "wrong user or password for postgresql+psycopg2://pw_user:***@"
+    )
+    assert "wrong-pw" not in str(exc.value)
+
+
+def test_missing_database_is_explained(pg_server: PgServer) -> None:
+    """A database that does not exist is named, with what to do."""
+    with pytest.raises(DatabaseError, match=r'database "nope" does not exist.*create it'):
+        wait_for_database(create_engine(pg_server.url("nope")), retry_seconds=5)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("localhost/todo", "DATABASE_URL is not a valid database URL"),
+        ("mysql://u:s3cret@localhost/db", "unsupported scheme 'mysql'"),
+        ("postgresql://u:s3cret@127.0.0.1:9/db", "cannot reach PostgreSQL"),
+    ],
+)
+def test_alembic_cli_fails_with_one_line(url: str, expected: str) -> None:
+    """`alembic upgrade head` with a bad URL: one FAILED line, no traceback, no password."""
+    result = run_alembic(
+        "upgrade", "head", env={"DATABASE_URL": url, "DB_CONNECT_RETRY_SECONDS": "0.3"}
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Traceback" not in output and "s3cret" not in output
+    lines = [line for line in output.splitlines() if not line.startswith("INFO ")]
+    assert len(lines) == 1 and lines[0].startswith("FAILED: ") and expected in lines[0]
+
+
+def test_alembic_cli_wrong_password(password_user: PgServer) -> None:
+    """`alembic upgrade head` with a wrong password: one FAILED line, exit non-zero."""
+    result = run_alembic("upgrade", "head", env={"DATABASE_URL": password_user.dsn()})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output
+    assert "wrong-pw" not in output
+    assert "FAILED: wrong user or password" in output

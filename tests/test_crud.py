@@ -1,0 +1,123 @@
+"""Data access: CRUD works through the ORM, scoped to one user, validated before any SQL."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import event, text
+from sqlmodel import Session
+
+from models import (
+    Task,
+    TaskCreate,
+    TaskRead,
+    TaskUpdate,
+    create_task,
+    delete_task,
+    get_task,
+    list_tasks,
+    update_task,
+)
+
+
+def test_create_returns_generated_fields(session: Session) -> None:
+    """create_task stores the task and returns id, complete=false and UTC timestamps."""
+    task = create_task(session, "alice", TaskCreate(title="Buy milk", description="2 l"))
+    assert task.id is not None and task.user_id == "alice" and task.complete is False
+    assert task.created_at is not None and task.created_at.tzinfo is UTC
+    assert task.updated_at == task.created_at
+    read = TaskRead.model_validate(task)
+    assert read.model_dump_json().count("Z") >= 2
+
+
+def test_timestamps_come_back_utc_in_any_session_timezone(session: Session) -> None:
+    """Loaded timestamps are aware UTC datetimes even when the session TimeZone is not UTC."""
+    task = create_task(session, "alice", TaskCreate(title="t"))
+    session.exec(text("SET LOCAL TIME ZONE 'America/New_York'"))  # type: ignore[call-overload]
+    session.expire_all()
+    loaded = get_task(session, "alice", task.id or 0)
+    assert loaded is not None and loaded.created_at is not None
+    assert loaded.created_at.tzinfo is UTC
+
+
+def test_update_is_partial_and_refreshes_updated_at(session: Session) -> None:
+    """update_task changes only the fields sent; updated_at moves, created_at stays."""
+    task = create_task(session, "alice", TaskCreate(title="t", description="keep me"))
+    created, updated = task.created_at, task.updated_at
+    changed = update_task(session, "alice", task.id or 0, TaskUpdate(complete=True))
+    assert changed is not None
+    assert (changed.title, changed.description, changed.complete) == ("t", "keep me", True)
+    assert changed.created_at == created
+    assert changed.updated_at is not None and updated is not None
+    assert changed.updated_at > updated
+    cleared = update_task(session, "alice", task.id or 0, TaskUpdate(description=None))
+    assert cleared is not None and cleared.description is None
+
+
+def test_list_filters_orders_newest_first_and_paginates(session: Session) -> None:
+    """list_tasks returns the user's tasks newest first, filtered and paged."""
+    ids = [create_task(session, "alice", TaskCreate(title=f"t{i}")).id for i in range(5)]
+    update_task(session, "alice", ids[1] or 0, TaskUpdate(complete=True))
+    assert [t.id for t in list_tasks(session, "alice")] == ids[::-1]
+    assert [t.id for t in list_tasks(session, "alice", complete=True)] == [ids[1]]
+    assert [t.id for t in list_tasks(session, "alice", complete=False)] == [
+        ids[4],
+        ids[3],
+        ids[2],
+        ids[0],
+    ]
+    assert [t.id for t in list_tasks(session, "alice", limit=2, offset=1)] == [ids[3], ids[2]]
+    with pytest.raises(ValueError, match="limit"):
+        list_tasks(session, "alice", limit=0)
+
+
+def test_users_are_isolated(session: Session) -> None:
+    """User B can neither see, list, change nor delete user A's task."""
+    task = create_task(session, "alice", TaskCreate(title="private"))
+    tid = task.id or 0
+    assert get_task(session, "bob", tid) is None
+    assert list_tasks(session, "bob") == []
+    assert update_task(session, "bob", tid, TaskUpdate(title="hacked")) is None
+    assert delete_task(session, "bob", tid) is False
+    session.expire_all()
+    kept = get_task(session, "alice", tid)
+    assert kept is not None and kept.title == "private"
+    assert delete_task(session, "alice", tid) is True
+    assert get_task(session, "alice", tid) is None
+
+
+def test_invalid_data_fails_before_any_sql(session: Session) -> None:
+    """Invalid input raises a ValidationError naming the field and sends no SQL."""
+    statements: list[str] = []
+    bind = session.get_bind()
+
+    def record(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(bind, "before_cursor_execute", record)
+    try:
+        with pytest.raises(ValidationError, match="user_id"):
+            create_task(session, "   ", TaskCreate(title="t"))
+        with pytest.raises(ValidationError, match="title"):
+            create_task(session, "alice", TaskCreate.model_construct(title="\x00"))
+        with pytest.raises(ValidationError, match="user_id"):
+            list_tasks(session, "")
+    finally:
+        event.remove(bind, "before_cursor_execute", record)
+    assert statements == []
+
+
+def test_table_model_is_the_tasks_table() -> None:
+    """The table model maps to `tasks` with the seven contract columns."""
+    assert Task.__tablename__ == "tasks"
+    assert [c.name for c in Task.__table__.columns] == [  # type: ignore[attr-defined]
+        "title",
+        "description",
+        "id",
+        "user_id",
+        "complete",
+        "created_at",
+        "updated_at",
+    ]
