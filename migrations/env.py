@@ -1,10 +1,19 @@
-"""Alembic environment: URL from the app's settings, metadata from the models."""
+"""Alembic environment: URL from the app's settings, metadata from the models.
+
+An online run holds a PostgreSQL advisory lock from start to end (concurrent deploys wait
+their turn), runs every revision in its own transaction under lock_timeout and
+statement_timeout, retries a revision that found its table busy, and turns any failure
+into one line that names the revision (`--raiseerr` shows the traceback).
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
+from collections.abc import Callable
 from logging.config import fileConfig
-from typing import Any
+from typing import Any, Literal
 
 from alembic import context
 from alembic.operations import MigrationScript
@@ -17,7 +26,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
 
 import models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from models.db import explain, resolve_url, wait_for_database
+from models.db import connect, explain, resolve_url
 from models.errors import DatabaseError
 from models.settings import Settings
 
@@ -26,9 +35,13 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 log = logging.getLogger("models")
 target_metadata = SQLModel.metadata
+# pg_advisory_lock key of "a migration run is in progress" (any fixed bigint will do).
+MIGRATION_LOCK_KEY = 7_301_955_211
+LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of lock_timeout
+QUERY_CANCELED = "57014"  # SQLSTATE of statement_timeout
 
 
-def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+def render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
     """Render SQLModel/project column types as the plain SQLAlchemy type they store as.
 
     A revision then needs only `sa` (never sqlmodel or models/), and reads like the DDL.
@@ -58,29 +71,157 @@ def process_revision_directives(
         script.rev_id = f"{max(numbers, default=0) + 1:04d}"
 
 
-CONFIGURE: dict[str, Any] = {
-    "target_metadata": target_metadata,
-    "compare_type": True,
-    "compare_server_default": True,
-    "render_item": render_item,
-    "process_revision_directives": process_revision_directives,
-    "transaction_per_migration": True,
-}
+def settings() -> Settings:
+    """The settings handed in by a caller (tests), else read from the environment."""
+    given = config.attributes.get("settings")
+    return given if isinstance(given, Settings) else Settings.from_env()
+
+
+def timeout_statements(s: Settings) -> list[str]:
+    return [
+        f"SET lock_timeout = '{round(s.lock_timeout_seconds * 1000)}ms'",
+        f"SET statement_timeout = '{round(s.statement_timeout_seconds * 1000)}ms'",
+    ]
+
+
+def configure(s: Settings, **kwargs: Any) -> None:
+    context.configure(
+        target_metadata=target_metadata,
+        compare_type=True,
+        compare_server_default=True,
+        render_item=render_item,
+        process_revision_directives=process_revision_directives,
+        transaction_per_migration=True,
+        # Read by migrations/ops.py to restore the timeout after a concurrent build.
+        statement_timeout_ms=round(s.statement_timeout_seconds * 1000),
+        **kwargs,
+    )
+
+
+class Progress:
+    """Which revision is running now: the one a failure is blamed on."""
+
+    revision: str | None = None
+
+    @classmethod
+    def track(cls, script: ScriptDirectory) -> None:
+        for rev in script.walk_revisions():
+            module = rev.module
+            if getattr(module, "_progress_tracked", False):
+                continue
+            for name in ("upgrade", "downgrade"):
+                setattr(module, name, cls._wrap(getattr(module, name), rev.revision))
+            setattr(module, "_progress_tracked", True)  # noqa: B010
+
+    @classmethod
+    def _wrap(cls, fn: Callable[[], None], revision: str) -> Callable[[], None]:
+        @functools.wraps(fn)
+        def run() -> None:
+            cls.revision = revision
+            fn()
+
+        return run
 
 
 def run_migrations_offline() -> None:
-    """`alembic upgrade head --sql`: print the SQL; needs no database at all."""
-    context.configure(dialect_name="postgresql", literal_binds=True, **CONFIGURE)
+    """`alembic upgrade head --sql`: print the SQL (timeouts included); needs no database."""
+    s = settings()
+    configure(s, dialect_name="postgresql", literal_binds=True)
     with context.begin_transaction():
+        for statement in timeout_statements(s):
+            context.execute(statement)
         context.run_migrations()
+
+
+def pgcode(exc: BaseException) -> str | None:
+    """The SQLSTATE of a driver error, if it is one."""
+    return getattr(getattr(exc, "orig", None), "pgcode", None)
+
+
+def failure(exc: Exception, connection: Connection, s: Settings, tries: int) -> str:
+    """One line: which revision failed, why, and where the database stands now."""
+    revision = Progress.revision or "?"
+    code = pgcode(exc)
+    if code == LOCK_NOT_AVAILABLE:
+        return (
+            f"revision {revision} was not applied: a table it changes was busy "
+            f"(lock_timeout {s.lock_timeout_seconds:g}s, {tries} tries); run the deploy again "
+            "once the transaction holding the lock has finished"
+        )
+    if connection.in_transaction():
+        connection.rollback()
+    try:
+        at = ", ".join(context.get_context().get_current_heads()) or "base"
+    except DBAPIError:
+        at = "unknown (the connection was lost)"
+    if code == QUERY_CANCELED:
+        why = f"it ran longer than statement_timeout ({s.statement_timeout_seconds:g}s)"
+    elif isinstance(exc, DBAPIError):
+        why = str(exc.orig).strip().splitlines()[0]
+    else:
+        why = f"{type(exc).__name__}: {exc}"
+    return f"revision {revision} failed and was rolled back ({why}); the database is at {at}"
+
+
+def take_lock(connection: Connection) -> None:
+    """Take the migration lock, polling instead of blocking in pg_advisory_lock().
+
+    A session blocked in pg_advisory_lock() sits in an open statement, and a CREATE INDEX
+    CONCURRENTLY in the lock holder waits for every open statement: a deadlock. Short
+    tries between pauses leave nothing open for it to wait for.
+    """
+    pause = 0.05
+    while True:
+        taken = connection.exec_driver_sql(f"SELECT pg_try_advisory_lock({MIGRATION_LOCK_KEY})")
+        if taken.scalar():
+            connection.commit()
+            return
+        connection.commit()
+        if pause == 0.05:
+            log.info("Another migration run holds the lock; waiting for it to finish.")
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
 
 
 def run_on(connection: Connection) -> None:
-    """Run the migrations on one connection."""
-    context.configure(connection=connection, **CONFIGURE)
-    with context.begin_transaction():
-        context.run_migrations()
-    if connection.in_transaction():
+    """Migrate on one connection, holding the advisory lock for the whole run."""
+    s = settings()
+    Progress.revision = None
+    Progress.track(context.script)
+    take_lock(connection)
+    try:
+        for statement in timeout_statements(s):
+            connection.exec_driver_sql(statement)
+        connection.commit()
+        configure(s, connection=connection)
+        for attempt in range(s.migration_lock_retries + 1):
+            try:
+                with context.begin_transaction():
+                    context.run_migrations()
+                break
+            except CommandError:
+                raise
+            except Exception as exc:
+                if Progress.revision is None:
+                    raise  # not from a revision: autogenerate, or a caller's own signal
+                if connection.in_transaction():
+                    connection.rollback()
+                if pgcode(exc) != LOCK_NOT_AVAILABLE or attempt == s.migration_lock_retries:
+                    raise CommandError(failure(exc, connection, s, attempt + 1)) from exc
+                pause = min(0.5 * 2**attempt, 10.0)
+                log.warning(
+                    "Revision %s: a table was busy (lock_timeout); try %d of %d in %.1fs.",
+                    Progress.revision,
+                    attempt + 2,
+                    s.migration_lock_retries + 1,
+                    pause,
+                )
+                time.sleep(pause)
+    finally:
+        if connection.in_transaction():
+            connection.rollback()
+        connection.exec_driver_sql("RESET lock_timeout; RESET statement_timeout")
+        connection.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
         connection.commit()
 
 
@@ -94,17 +235,32 @@ def run_migrations_online() -> None:
         with given.connect() as connection:
             run_on(connection)
         return
-    settings = Settings.from_env()
-    url = resolve_url(settings, for_migrations=True)
-    engine = create_engine(url, poolclass=pool.NullPool, connect_args={"connect_timeout": 5})
+    s = settings()
+    url = resolve_url(s, for_migrations=True)
+    engine = create_engine(
+        url,
+        poolclass=pool.NullPool,
+        connect_args={"connect_timeout": 5, "application_name": "todo-schema-migrate"},
+    )
     try:
-        wait_for_database(engine, settings.connect_retry_seconds)
-        with engine.connect() as connection:
+        with connect(engine, s.connect_retry_seconds) as connection:
             run_on(connection)
     except DBAPIError as exc:
         raise CommandError(explain(exc, url)) from None
     finally:
         engine.dispose()
+
+
+def unknown_revision(exc: CommandError) -> str:
+    """Explain a database that is ahead of this code (its revision is not in versions/)."""
+    text = str(exc)
+    if "Can't locate revision" in text:
+        found = text.split("identified by", 1)[-1].strip(" '\"")
+        return (
+            f"the database is at revision {found}, which this code does not have: it was "
+            "migrated by a newer release; deploy that release (or check DATABASE_URL)"
+        )
+    return text
 
 
 try:
@@ -115,3 +271,5 @@ try:
 except DatabaseError as exc:
     # One readable line from `alembic`, no traceback ("FAILED: ..."), non-zero exit.
     raise CommandError(str(exc)) from None
+except CommandError as exc:
+    raise CommandError(unknown_revision(exc)) from exc

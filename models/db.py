@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from functools import lru_cache
 
-from sqlalchemy import URL, Engine, create_engine, text
+from sqlalchemy import URL, Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlmodel import Session
@@ -34,23 +34,40 @@ RETRYABLE = (
 
 
 def safe_url(url: URL) -> str:
-    """Render a URL for messages: password and any password query argument masked."""
-    if "password" in url.query:
-        url = url.update_query_dict({"password": "***"})
-    return url.render_as_string(hide_password=True)
+    """Show where a URL points, never its credentials: user and password become ***.
+
+    Only scheme, host, port and database are shown: in a mistyped URL the user part or the
+    query can hold (part of) the password.
+    """
+    socket = url.query.get("host")
+    host = url.host or (socket if isinstance(socket, str) and socket.startswith("/") else "")
+    auth = "***@" if url.username or url.password else ""
+    port = f":{url.port}" if url.port else ""
+    return f"{url.drivername}://{auth}{host}{port}/{url.database or ''}"
 
 
 def parse_url(raw: str, name: str = "DATABASE_URL") -> URL:
     """Parse a URL: postgres:// and postgresql:// map to the driver; TLS required off-box."""
+    raw = raw.strip()
+    if any(ch.isspace() or not ch.isprintable() for ch in raw):
+        raise DatabaseError(f"{name} contains spaces or control characters: {URL_HINT}")
+    if raw.count("@") > 1:
+        raise DatabaseError(f"{name} has more than one '@': percent-encode it (%40) in a password")
     try:
-        url = make_url(raw.strip())
+        url = make_url(raw)
     except (ArgumentError, ValueError):
         # The text may be anything, password included: never echo it back.
         raise DatabaseError(f"{name} is not a valid database URL: {URL_HINT}") from None
+    # A stray '@', ':' or '/' moves (part of) the password into another part: refuse to
+    # guess, and never echo it.
+    for part, value in (("user", url.username), ("host", url.host), ("database", url.database)):
+        if value and ("@" in value or (part != "host" and ":" in value)):
+            raise DatabaseError(
+                f"{name} is not a valid database URL (look at the {part} part; "
+                f"percent-encode '@' and ':' in a password): {URL_HINT}"
+            )
     if url.drivername not in ("postgres", "postgresql", DRIVER):
-        raise DatabaseError(
-            f"{name} has the unsupported scheme '{url.drivername}' ({safe_url(url)}): {URL_HINT}"
-        )
+        raise DatabaseError(f"{name} has the unsupported scheme '{url.drivername}': {URL_HINT}")
     url = url.set(drivername=DRIVER)
     if url.host and url.host not in LOCAL_HOSTS and "sslmode" not in url.query:
         url = url.update_query_dict({"sslmode": "require"})
@@ -86,15 +103,17 @@ def is_retryable(exc: BaseException) -> bool:
     return any(marker in low for marker in RETRYABLE)
 
 
-def wait_for_database(engine: Engine, retry_seconds: float) -> None:
-    """Connect once, retrying an unreachable server with exponential backoff for retry_seconds."""
+def connect(engine: Engine, retry_seconds: float) -> Connection:
+    """A connection, retrying an unreachable server with exponential backoff for retry_seconds.
+
+    Any other failure (wrong password, missing database) is not retried. Both end in a
+    DatabaseError with one line that says what to check.
+    """
     deadline = time.monotonic() + retry_seconds
     delay = 0.1
     while True:
         try:
-            with engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            return
+            return engine.connect()
         except DBAPIError as exc:
             left = deadline - time.monotonic()
             if not is_retryable(exc) or left <= 0:
@@ -104,6 +123,12 @@ def wait_for_database(engine: Engine, retry_seconds: float) -> None:
                 raise DatabaseError(message) from None
             time.sleep(min(delay, left))
             delay = min(delay * 2, 2.0)
+
+
+def wait_for_database(engine: Engine, retry_seconds: float) -> None:
+    """For the app's start-up: wait until the database answers, or fail with one line."""
+    with connect(engine, retry_seconds) as conn:
+        conn.execute(text("SELECT 1"))
 
 
 def resolve_url(settings: Settings, *, for_migrations: bool = False) -> URL:

@@ -39,6 +39,11 @@ class Settings:
     connect_retry_seconds: float = 15.0
     # Recycle pooled connections before a serverless server drops idle ones (Neon: 5 min).
     pool_recycle_seconds: float = 240.0
+    # Every migration runs with these, so it gives up instead of queueing the app behind it.
+    lock_timeout_seconds: float = 5.0
+    statement_timeout_seconds: float = 60.0
+    # How often a migration that hit lock_timeout is tried again (with backoff).
+    migration_lock_retries: int = 3
     # Where the embedded PostgreSQL keeps its data when no DATABASE_URL is set.
     local_pgdata: Path = PROJECT_ROOT / ".pgdata"
 
@@ -55,5 +60,8 @@ class Settings:
             migration_url=env.get("DATABASE_URL_UNPOOLED", "").strip() or None,
             connect_retry_seconds=_float(env, "DB_CONNECT_RETRY_SECONDS", 15.0),
             pool_recycle_seconds=_float(env, "DB_POOL_RECYCLE_SECONDS", 240.0),
+            lock_timeout_seconds=_float(env, "MIGRATION_LOCK_TIMEOUT_SECONDS", 5.0),
+            statement_timeout_seconds=_float(env, "MIGRATION_STATEMENT_TIMEOUT_SECONDS", 60.0),
+            migration_lock_retries=int(_float(env, "MIGRATION_LOCK_RETRIES", 3)),
             local_pgdata=local,
         )

