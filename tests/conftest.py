@@ -2,34 +2,35 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Generator, Iterator
 
 import pytest
 from sqlalchemy import Connection, Engine, create_engine
-from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
-from models.local import start_server
-from tests.support import PgServer, migrate
+from tests.schema_checks import SchemaCheckError
+from tests.support import PgServer, migrate, open_server
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed schema check reports its message (the reason, then the diff), no traceback."""
+    report = yield
+    if report.failed and call.excinfo is not None and call.excinfo.errisinstance(SchemaCheckError):
+        longrepr = call.excinfo.getrepr(style="value")
+        if longrepr.reprcrash is not None:  # the -ra summary line: the reason, not the class
+            longrepr.reprcrash.message = str(call.excinfo.value).splitlines()[0]
+        report.longrepr = longrepr
+    return report
 
 
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
     """The run's PostgreSQL: TEST_DATABASE_URL's server if set, else a throwaway embedded one."""
-    given = os.environ.get("TEST_DATABASE_URL", "").strip()
-    if given:
-        url = make_url(given)
-        host = url.host or str(url.query.get("host", "/tmp"))
-        yield PgServer(host, url.port or 5432, url.username or "postgres", url.password)
-        return
-    # A short path: Unix socket paths are limited to about 100 characters.
-    pgdata = Path(tmp_path_factory.mktemp("pg", numbered=True)) / "data"
-    server = start_server(pgdata, cleanup_mode="delete")
-    info = server.get_postmaster_info()
-    yield PgServer(str(info.socket_dir), info.port or 5432)
-    server.cleanup()
+    with open_server(tmp_path_factory.mktemp("pg", numbered=True)) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,11 @@
-"""The project's promises about itself: README commands, CI, revisions that stand alone."""
+"""The project's promises about itself: README commands and CI.
+
+That revisions stand alone (import no application code) is schema check 9:
+tests/test_schema_checks.py.
+"""
 
 from __future__ import annotations
 
-import ast
 import re
 
 from tests.support import ROOT
@@ -24,17 +27,3 @@ def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     assert readme_commands()[1] in ci.splitlines()
     assert "ruff check" in ci and "ruff format --check" in ci and "mypy" in ci
-
-
-def test_revisions_import_nothing_from_the_app() -> None:
-    """No revision imports models/ (or sqlmodel), so old revisions survive model changes."""
-    for path in (ROOT / "migrations" / "versions").glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
-            else:
-                continue
-            for name in names:
-                assert name.split(".")[0] not in {"models", "sqlmodel", "tests"}, path.name

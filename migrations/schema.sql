@@ -1,0 +1,67 @@
+-- The schema `alembic upgrade head` builds, as pg_dump --schema-only prints it
+-- (alembic_version left out). Generated, do not edit: run `python -m tests.snapshot` after
+-- changing a revision and commit the result; a test fails while this file is stale.
+
+--
+-- Name: tasks_set_updated_at(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.tasks_set_updated_at() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    -- clock_timestamp(), not now(): an UPDATE later in the inserting transaction still
+    -- moves updated_at forward.
+    NEW.updated_at := clock_timestamp();
+    NEW.created_at := OLD.created_at;
+    RETURN NEW;
+END;
+$$;
+
+--
+-- Name: tasks; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.tasks (
+    id bigint NOT NULL,
+    user_id character varying(255) NOT NULL,
+    title character varying(200) NOT NULL,
+    description character varying(1000),
+    complete boolean DEFAULT false NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT ck_tasks_title_not_blank CHECK (((title)::text ~ '[^\u0009\u000a\u000b\u000c\u000d\u001c\u001d\u001e\u001f\u0020\u0085\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000]'::text)),
+    CONSTRAINT ck_tasks_user_id_not_blank CHECK (((user_id)::text ~ '[^\u0009\u000a\u000b\u000c\u000d\u001c\u001d\u001e\u001f\u0020\u0085\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000]'::text))
+);
+
+--
+-- Name: tasks_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+ALTER TABLE public.tasks ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.tasks_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
+-- Name: tasks pk_tasks; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.tasks
+    ADD CONSTRAINT pk_tasks PRIMARY KEY (id);
+
+--
+-- Name: ix_tasks_user_id_created_at_id; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_tasks_user_id_created_at_id ON public.tasks USING btree (user_id, created_at DESC, id DESC);
+
+--
+-- Name: tasks tr_tasks_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER tr_tasks_set_updated_at BEFORE UPDATE ON public.tasks FOR EACH ROW EXECUTE FUNCTION public.tasks_set_updated_at();
