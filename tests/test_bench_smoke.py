@@ -1,0 +1,70 @@
+"""The benchmarks (bench/, `python -m bench`) run end to end at tiny sizes, so they cannot rot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import chain, deploy, isolation, listing, online, suite
+from bench.harness import SMOKE
+from tests.support import PgServer
+
+TINY_SUITE = """
+import pytest
+
+@pytest.fixture(scope="session")
+def pg_server():
+    yield "server"
+
+@pytest.fixture(scope="session")
+def engine(pg_server):
+    yield "engine"
+
+def test_uses_both(engine):
+    assert engine == "engine"
+"""
+
+
+def test_suite_benchmark_splits_a_pytest_run(tmp_path: Path) -> None:
+    """1: a pytest run (here a tiny one) is split into its phases, which add up to the total."""
+    (tmp_path / "test_tiny.py").write_text(TINY_SUITE)
+    tiny = (str(tmp_path / "test_tiny.py"),)
+    table = suite.run(SMOKE, tiny, env={"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    assert [row[0] for row in table.rows[:-1]] == list(suite.PHASES.values())
+    parts = sum(float(row[1]) for row in table.rows[:-1])
+    assert abs(parts - float(table.rows[-1][1].strip("*"))) < 0.05
+
+
+def test_isolation_benchmark_compares_three_strategies(pg_server: PgServer) -> None:
+    """2: rollback, template clone and create_all are each timed, with a ratio to ours."""
+    table = isolation.run(pg_server, SMOKE)
+    assert len(table.rows) == 3 and table.rows[0][-1] == "1.00x"
+
+
+def test_deploy_benchmark_runs_alembic_and_both_floors(pg_server: PgServer) -> None:
+    """3: `alembic upgrade head`, psql -f of its offline SQL and the bare imports all run."""
+    table = deploy.run(pg_server, SMOKE)
+    assert len(table.rows) == 3 and all(row[-1].endswith("x") for row in table.rows)
+
+
+def test_listing_benchmark_measures_before_and_after_the_index(pg_server: PgServer) -> None:
+    """4: list_tasks on COPY-loaded rows at 0001, at head (and tuned), with its EXPLAIN plan."""
+    table = listing.run(pg_server, SMOKE)
+    assert {row[3] for row in table.rows} == {"0001", "head", listing.SSD}
+    assert all(row[4].startswith("Limit") for row in table.rows)
+
+
+def test_online_benchmark_records_every_writers_stall(pg_server: PgServer) -> None:
+    """5: writers run through `alembic upgrade 0002` and a plain CREATE INDEX; stalls recorded."""
+    table = online.run(pg_server, SMOKE)
+    assert len(table.rows) == 3
+    assert all(len(row[3].split(", ")) == SMOKE.writers for row in table.rows)
+
+
+def test_chain_benchmark_times_the_schema_checks(pg_server: PgServer) -> None:
+    """6: the schema checks pass and are timed on the real chain plus generated revisions."""
+    table = chain.run(pg_server, SMOKE)
+    assert not table.notes, table.notes
+    assert [row[0] for row in table.rows] == [
+        *(f"`check_{name}`" for name in SMOKE.checks),
+        "**all checks**",
+    ]
