@@ -32,14 +32,27 @@ def pytest_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "pytest"]
 
 
+def readme_run(args: list[str], env: dict[str, str]) -> float:
+    """Wall seconds of the README's `pytest` as it is (its workers included)."""
+    start = time.time()
+    subprocess.run(
+        [*pytest_command(), "-q", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        check=False,
+    )
+    return time.time() - start
+
+
 def one_run(args: list[str], env: dict[str, str]) -> tuple[dict[str, float], dict[str, float]]:
-    """Run pytest once with the timing plugin: (seconds per phase, seconds per test)."""
+    """Run pytest once in one process with the timing plugin: (seconds per phase, per test)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "timings.json"
         env = {**os.environ, OUT: str(out), "PYTHONPATH": str(ROOT), **env}
         start = time.time()
         done = subprocess.run(
-            [*pytest_command(), "-q", "-p", "bench.suite_plugin", *args],
+            [*pytest_command(), "-q", "-p", "bench.suite_plugin", "-n", "0", *args],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -74,18 +87,22 @@ def heaviest(seconds: dict[str, float], n: int) -> list[tuple[str, float]]:
 def run(sizes: Sizes, args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> Table:
     """Run the suite (or args) sizes.suite_runs times; report the median of each phase."""
     runs = [one_run(list(args), env or {}) for _ in range(sizes.suite_runs)]
+    readme = median([readme_run(list(args), env or {}) for _ in range(sizes.suite_runs)])
     phases = {key: median([r[0][key] for r in runs]) for key in [*PHASES, "total"]}
     total = phases["total"]
     table = Table(
         "1. Test suite",
         f"`{shlex.join(['pytest', '-q', *args])}` as a subprocess, {sizes.suite_runs} run(s), "
         "no warm-up (each run starts its own PostgreSQL); the phases come from a timing plugin "
-        "(`-p bench.suite_plugin`); median per phase. Goal: total well under 10 s.",
+        "(`-p bench.suite_plugin`) in a run with one process (`-n 0`); median per phase. "
+        "Last row: the README's `pytest` as it is (pytest-xdist, one worker per core). "
+        "Goal: total well under 10 s.",
         ["phase", "median s", "share"],
     )
     for key, label in PHASES.items():
         table.rows.append([label, f"{phases[key]:.2f}", f"{phases[key] / total:.0%}"])
-    table.rows.append(["**total wall time**", f"**{total:.2f}**", "100%"])
+    table.rows.append(["**total wall time, one process**", f"**{total:.2f}**", "100%"])
+    table.rows.append(["**total wall time, README `pytest`**", f"**{readme:.2f}**", ""])
     failed = sum(int(r[0]["failed"]) for r in runs)
     if failed:
         table.notes.append(f"**{failed} test failure(s) during these runs** (see stderr).")

@@ -208,7 +208,7 @@ def run_on(connection: Connection) -> None:
                     connection.rollback()
                 if pgcode(exc) != LOCK_NOT_AVAILABLE or attempt == s.migration_lock_retries:
                     raise CommandError(failure(exc, connection, s, attempt + 1)) from exc
-                pause = min(0.5 * 2**attempt, 10.0)
+                pause = min(s.migration_retry_pause_seconds * 2**attempt, 10.0)
                 log.warning(
                     "Revision %s: a table was busy (lock_timeout); try %d of %d in %.1fs.",
                     Progress.revision,

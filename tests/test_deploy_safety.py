@@ -16,9 +16,12 @@ from alembic.util import CommandError
 from sqlalchemy import Engine, create_engine, pool, text
 
 from models.settings import Settings
-from tests.support import ROOT, PgServer, migrate, run_alembic, schema_dump
+from tests.schema_checks import schema_ddl
+from tests.support import ROOT, PgServer, migrate, run_alembic
 
-FAST = Settings(lock_timeout_seconds=0.2, migration_lock_retries=2)
+FAST = Settings(
+    lock_timeout_seconds=0.2, migration_lock_retries=2, migration_retry_pause_seconds=0.1
+)
 ONE_TRY = Settings(lock_timeout_seconds=0.2, migration_lock_retries=0)
 ADD_COLUMN = '''
 """Test only: add a column (needs an ACCESS EXCLUSIVE lock on tasks)."""
@@ -117,7 +120,7 @@ def test_busy_table_gives_up_and_the_app_keeps_working(
 ) -> None:
     """A migration blocked by an open transaction retries, then fails; app queries still run."""
     migrate(db.url)
-    before = schema_dump(pg_server, str(db.url.database))
+    before = schema_ddl(pg_server, str(db.url.database))
     app_errors: list[BaseException] = []
     app_queries = 0
     done = threading.Event()
@@ -149,7 +152,7 @@ def test_busy_table_gives_up_and_the_app_keeps_working(
     assert "3 tries" in message
     assert app_errors == [] and app_queries > 3
     assert versions(db) == [head()]
-    assert schema_dump(pg_server, str(db.url.database)) == before
+    assert schema_ddl(pg_server, str(db.url.database)) == before
 
 
 def test_failed_revision_rolls_back_only_itself(
@@ -158,7 +161,7 @@ def test_failed_revision_rolls_back_only_itself(
     """A revision failing halfway is rolled back whole; earlier ones of the run stay applied."""
     with pg_server.database() as at_head:
         migrate(pg_server.url(at_head))
-        expected = schema_dump(pg_server, at_head)
+        expected = schema_ddl(pg_server, at_head)
     location = script_dir(tmp_path, then='op.execute("SELECT 1 / 0")')
     with pytest.raises(CommandError) as exc:
         migrate(db.url, script_location=str(location))
@@ -166,7 +169,7 @@ def test_failed_revision_rolls_back_only_itself(
         f"revision 0099 failed and was rolled back (division by zero); the database is at {head()}"
     )
     assert versions(db) == [head()]
-    assert schema_dump(pg_server, str(db.url.database)) == expected
+    assert schema_ddl(pg_server, str(db.url.database)) == expected
 
 
 def test_failed_revision_from_the_cli_is_one_line(db: Engine, tmp_path: Path) -> None:
