@@ -19,8 +19,8 @@ from models.settings import Settings
 DRIVER = "postgresql+psycopg2"
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 URL_HINT = "expected postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
-# libpq messages that mean "not there (yet)": worth retrying with backoff.
 log = logging.getLogger("models")
+# libpq messages that mean "not there (yet)": worth retrying with backoff.
 RETRYABLE = (
     "connection refused",
     "could not connect",

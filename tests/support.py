@@ -1,4 +1,4 @@
-"""Helpers shared by the tests: the throwaway server, databases, alembic, schema dumps."""
+"""Helpers shared by the tests: the throwaway server, databases, alembic, subprocesses."""
 
 from __future__ import annotations
 
