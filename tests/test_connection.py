@@ -175,3 +175,13 @@ def test_fuzzed_urls_never_leak_the_password_or_crash() -> None:
             message = explain(RuntimeError("Connection refused"), url)
         assert secret not in message, raw
         assert "\n" not in message, raw
+
+
+def test_alembic_cli_missing_database(pg_server: PgServer) -> None:
+    """`alembic upgrade head` on a database that does not exist: one FAILED line naming it."""
+    result = run_alembic("upgrade", "head", env={"DATABASE_URL": pg_server.dsn("nope")})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output
+    failed = [line for line in output.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 1 and 'database "nope" does not exist' in failed[0]
+    assert "create it, or fix the database name in DATABASE_URL" in failed[0]
