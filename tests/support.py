@@ -6,6 +6,7 @@ import itertools
 import os
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from pytest_postgresql.janitor import DatabaseJanitor
 from sqlalchemy import URL, Connection, Engine, create_engine, pool
 from sqlalchemy.engine import make_url
@@ -82,6 +84,39 @@ def alembic_config(
     for key, value in options.items():
         cfg.set_main_option(key, value)
     return cfg
+
+
+def head() -> str:
+    """The project's head revision."""
+    found = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert found is not None
+    return found
+
+
+def revision(rev: str, down: str, upgrade: str, downgrade: str = "pass", imports: str = "") -> str:
+    """The source of a test-only revision file."""
+    body = textwrap.indent(textwrap.dedent(upgrade).strip(), "    ")
+    down_body = textwrap.indent(textwrap.dedent(downgrade).strip(), "    ")
+    return (
+        f'"""Test only: revision {rev}."""\n\nimport sqlalchemy as sa\nfrom alembic import op\n'
+        f"{imports}\n\nrevision = {rev!r}\ndown_revision = {down!r}\n"
+        "branch_labels = None\ndepends_on = None\n\n\n"
+        f"def upgrade() -> None:\n{body}\n\n\ndef downgrade() -> None:\n{down_body}\n"
+    )
+
+
+def extra_versions(tmp_path: Path, **files: str) -> str:
+    """version_locations: the project's revisions plus test-only files (name -> source)."""
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    for name, source in files.items():
+        (versions / f"{name}.py").write_text(source)
+    return f"{ROOT / 'migrations' / 'versions'}{os.pathsep}{versions}"
+
+
+def with_revisions(tmp_path: Path, **files: str) -> Config:
+    """The project's alembic configuration with test-only revisions on top (see extra_versions)."""
+    return alembic_config(version_locations=extra_versions(tmp_path, **files))
 
 
 def migrate(

@@ -37,7 +37,7 @@ def test_tls_required_off_box_unless_the_url_says_otherwise() -> None:
         ("postgresql://u:p@ss@host/db", "more than one '@'"),
         ("postgresql:///u:s3cret@host/db", "look at the database part"),
         ("mysql://u:s3cret@host/db", "unsupported scheme 'mysql'"),
-        ("sqlite:///x.db", "unsupported scheme 'sqlite'"),
+        ("redis://localhost/0", "unsupported scheme 'redis'"),
     ],
 )
 def test_bad_urls_say_what_is_wrong_without_the_password(raw: str, expected: str) -> None:

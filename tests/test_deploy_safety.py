@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -17,42 +16,22 @@ from sqlalchemy import Engine, create_engine, pool, text
 
 from models.settings import Settings
 from tests.schema_checks import schema_ddl
-from tests.support import ROOT, PgServer, migrate, run_alembic
+from tests.support import ROOT, PgServer, extra_versions, head, migrate, revision, run_alembic
 
 FAST = Settings(
     lock_timeout_seconds=0.2, migration_lock_retries=2, migration_retry_pause_seconds=0.1
 )
 ONE_TRY = Settings(lock_timeout_seconds=0.2, migration_lock_retries=0)
-ADD_COLUMN = '''
-"""Test only: add a column (needs an ACCESS EXCLUSIVE lock on tasks)."""
-import sqlalchemy as sa
-from alembic import op
-
-revision = "0099"
-down_revision = "{down}"
 
 
-def upgrade() -> None:
-    op.add_column("tasks", sa.Column("note", sa.Text()))
-    {then}
-
-
-def downgrade() -> None:
-    op.drop_column("tasks", "note")
-'''
-
-
-def head() -> str:
-    return max(p.name.split("_")[0] for p in (ROOT / "migrations" / "versions").glob("0*.py"))
-
-
-def script_dir(tmp_path: Path, then: str = "pass") -> Path:
-    """A copy of migrations/ plus a test-only revision 0099 on top of head."""
-    target = tmp_path / "migrations"
-    shutil.copytree(ROOT / "migrations", target, ignore=shutil.ignore_patterns("__pycache__"))
-    revision = ADD_COLUMN.format(down=head(), then=then)
-    (target / "versions" / "0099_test_only.py").write_text(revision)
-    return target
+def add_note_column(tmp_path: Path, then: str = "pass") -> str:
+    """version_locations with a test-only revision 0099 on head: ALTER TABLE tasks (needs
+    an ACCESS EXCLUSIVE lock), then `then`."""
+    upgrade = f'op.add_column("tasks", sa.Column("note", sa.Text()))\n{then}'
+    return extra_versions(
+        tmp_path,
+        a0099_test_only=revision("0099", head(), upgrade, 'op.drop_column("tasks", "note")'),
+    )
 
 
 @pytest.fixture
@@ -142,7 +121,7 @@ def test_busy_table_gives_up_and_the_app_keeps_working(
         thread.start()
         try:
             with pytest.raises(CommandError) as exc:
-                migrate(db.url, settings=FAST, script_location=str(script_dir(tmp_path)))
+                migrate(db.url, settings=FAST, version_locations=add_note_column(tmp_path))
         finally:
             done.set()
             thread.join()
@@ -162,9 +141,9 @@ def test_failed_revision_rolls_back_only_itself(
     with pg_server.database() as at_head:
         migrate(pg_server.url(at_head))
         expected = schema_ddl(pg_server, at_head)
-    location = script_dir(tmp_path, then='op.execute("SELECT 1 / 0")')
+    locations = add_note_column(tmp_path, then='op.execute("SELECT 1 / 0")')
     with pytest.raises(CommandError) as exc:
-        migrate(db.url, script_location=str(location))
+        migrate(db.url, version_locations=locations)
     assert str(exc.value) == (
         f"revision 0099 failed and was rolled back (division by zero); the database is at {head()}"
     )
@@ -174,13 +153,13 @@ def test_failed_revision_rolls_back_only_itself(
 
 def test_failed_revision_from_the_cli_is_one_line(db: Engine, tmp_path: Path) -> None:
     """`alembic upgrade head` with a failing revision: exit non-zero, one FAILED line."""
-    location = script_dir(tmp_path, then='op.execute("SELECT 1 / 0")')
+    locations = add_note_column(tmp_path, then='op.execute("SELECT 1 / 0")')
     ini = tmp_path / "alembic.ini"
     ini.write_text(
         (ROOT / "alembic.ini")
         .read_text()
-        .replace("script_location = %(here)s/migrations", f"script_location = {location}")
-        .replace("prepend_sys_path = %(here)s", f"prepend_sys_path = {ROOT}")
+        .replace("%(here)s", str(ROOT))
+        .replace("[alembic]\n", f"[alembic]\nversion_locations = {locations}\n", 1)
     )
     result = run_alembic(
         "-c", str(ini), "upgrade", "head", env={"DATABASE_URL": db.url.render_as_string(False)}

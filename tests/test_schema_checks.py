@@ -3,9 +3,7 @@ fails, with a readable reason, on the bad revision or model it exists to stop.""
 
 from __future__ import annotations
 
-import os
 import re
-import textwrap
 import tomllib
 from pathlib import Path
 
@@ -14,7 +12,6 @@ import pytest_alembic
 import pytest_alembic.tests as builtin_tests
 import sqlalchemy as sa
 from alembic.config import Config
-from alembic.script import ScriptDirectory
 from pytest_alembic.plugin.error import AlembicTestFailure
 from sqlalchemy import MetaData, create_engine, pool
 from sqlalchemy.sql.elements import conv
@@ -24,37 +21,9 @@ from models import NAMING_CONVENTION
 from tests import schema_checks as checks
 from tests.schema_checks import SchemaCheckError
 from tests.snapshot import main as snapshot_main
-from tests.support import ROOT, PgServer, alembic_config
+from tests.support import ROOT, PgServer, alembic_config, head, revision, with_revisions
 
 pytestmark = pytest.mark.schema
-
-
-def head() -> str:
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None
-    return head
-
-
-def revision(rev: str, down: str, upgrade: str, downgrade: str = "pass", imports: str = "") -> str:
-    """The source of a test-only revision file."""
-    body = textwrap.indent(textwrap.dedent(upgrade).strip(), "    ")
-    down_body = textwrap.indent(textwrap.dedent(downgrade).strip(), "    ")
-    return (
-        f'"""Test only: revision {rev}."""\n\nimport sqlalchemy as sa\nfrom alembic import op\n'
-        f"{imports}\n\nrevision = {rev!r}\ndown_revision = {down!r}\n"
-        "branch_labels = None\ndepends_on = None\n\n\n"
-        f"def upgrade() -> None:\n{body}\n\n\ndef downgrade() -> None:\n{down_body}\n"
-    )
-
-
-def with_revisions(tmp_path: Path, **files: str) -> Config:
-    """The project's history plus test-only revision files (name -> source) from tmp_path."""
-    versions = tmp_path / "versions"
-    versions.mkdir()
-    for name, source in files.items():
-        (versions / f"{name}.py").write_text(source)
-    project = ROOT / "migrations" / "versions"
-    return alembic_config(version_locations=f"{project}{os.pathsep}{versions}")
 
 
 @pytest.fixture
