@@ -7,14 +7,17 @@ import re
 import time
 from collections.abc import Iterator
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from sqlalchemy import URL, Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
-from sqlmodel import Session
 
 from models.errors import DatabaseError
 from models.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 DRIVER = "postgresql+psycopg2"
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
@@ -167,5 +170,7 @@ def get_engine() -> Engine:
 
 def get_session() -> Iterator[Session]:
     """A session per request; usable as a FastAPI dependency (`Depends(get_session)`)."""
+    from sqlmodel import Session  # here, not at the top: see models/__init__.py
+
     with Session(get_engine()) as session:
         yield session

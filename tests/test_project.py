@@ -27,3 +27,18 @@ def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     assert readme_commands()[1] in ci.splitlines()
     assert "ruff check" in ci and "ruff format --check" in ci and "mypy" in ci
+
+
+def test_models_exports_resolve_lazily() -> None:
+    """Every public name of `models` resolves; importing the engine helpers skips sqlmodel."""
+    import subprocess
+    import sys
+
+    import models
+
+    assert set(models.__all__) == set(models._HOME)
+    for name in models.__all__:
+        assert getattr(models, name) is not None
+    probe = "import sys, models.db; print('sqlmodel' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert done.stdout.strip() == "False", done.stderr
