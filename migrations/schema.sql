@@ -55,6 +55,12 @@ ALTER TABLE ONLY public.tasks
     ADD CONSTRAINT pk_tasks PRIMARY KEY (id);
 
 --
+-- Name: ix_tasks_user_id_complete_created_at_id; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_tasks_user_id_complete_created_at_id ON public.tasks USING btree (user_id, complete, created_at DESC, id DESC);
+
+--
 -- Name: ix_tasks_user_id_created_at_id; Type: INDEX; Schema: public; Owner: -
 --
 

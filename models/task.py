@@ -87,10 +87,19 @@ class Task(TaskBase, table=True):
     __table_args__ = (
         sa.CheckConstraint(f"user_id ~ '{NOT_BLANK_REGEX}'", name="user_id_not_blank"),
         sa.CheckConstraint(f"title ~ '{NOT_BLANK_REGEX}'", name="title_not_blank"),
-        # The list query: one user's tasks, newest first (also serves lookups by user_id).
+        # The list query, newest first: all of a user's tasks (this one also serves lookups
+        # by user_id), and only the open or only the done ones (the next), each a plain
+        # index range in the query's order, so neither needs a sort however many tasks.
         sa.Index(
             "ix_tasks_user_id_created_at_id",
             "user_id",
+            sa.text("created_at DESC"),
+            sa.text("id DESC"),
+        ),
+        sa.Index(
+            "ix_tasks_user_id_complete_created_at_id",
+            "user_id",
+            "complete",
             sa.text("created_at DESC"),
             sa.text("id DESC"),
         ),

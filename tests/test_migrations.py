@@ -16,7 +16,10 @@ def test_names_follow_the_convention(engine: Engine) -> None:
         "ck_tasks_user_id_not_blank",
         "ck_tasks_title_not_blank",
     }
-    assert {i["name"] for i in insp.get_indexes("tasks")} == {"ix_tasks_user_id_created_at_id"}
+    assert {i["name"] for i in insp.get_indexes("tasks")} == {
+        "ix_tasks_user_id_created_at_id",
+        "ix_tasks_user_id_complete_created_at_id",
+    }
 
 
 def test_alembic_check_passes_at_head(pg_server: PgServer) -> None:
