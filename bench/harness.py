@@ -11,8 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.local import start_server
-from tests.support import PgServer
+from tests.support import PgServer, embedded_server
 
 
 @dataclass(frozen=True)
@@ -52,13 +51,8 @@ SMOKE = Sizes(
 @contextmanager
 def throwaway_server() -> Iterator[PgServer]:
     """An embedded PostgreSQL in a temporary directory, stopped and deleted afterwards."""
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        server = start_server(Path(tmp) / "data", cleanup_mode="delete")
-        try:
-            info = server.get_postmaster_info()
-            yield PgServer(str(info.socket_dir), info.port or 5432)
-        finally:
-            server.cleanup()
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, embedded_server(Path(tmp)) as server:
+        yield server
 
 
 def clock(action: Callable[[], object]) -> float:

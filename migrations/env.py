@@ -150,8 +150,9 @@ def pgcode(exc: BaseException) -> str | None:
     return getattr(getattr(exc, "orig", None), "pgcode", None)
 
 
-def failure(exc: Exception, connection: Connection, s: Settings, tries: int) -> str:
-    """One line: which revision failed, why, and where the database stands now."""
+def failure(exc: Exception, s: Settings, tries: int) -> str:
+    """One line: which revision failed, why, and where the database stands now (the failed
+    transaction is already rolled back)."""
     revision = Progress.revision or "?"
     code = pgcode(exc)
     if code == LOCK_NOT_AVAILABLE:
@@ -160,8 +161,6 @@ def failure(exc: Exception, connection: Connection, s: Settings, tries: int) -> 
             f"(lock_timeout {s.lock_timeout_seconds:g}s, {tries} tries); run the deploy again "
             "once the transaction holding the lock has finished"
         )
-    if connection.in_transaction():
-        connection.rollback()
     try:
         at = ", ".join(context.get_context().get_current_heads()) or "base"
     except DBAPIError:
@@ -219,7 +218,7 @@ def run_on(connection: Connection) -> None:
                 if connection.in_transaction():
                     connection.rollback()
                 if pgcode(exc) != LOCK_NOT_AVAILABLE or attempt == s.migration_lock_retries:
-                    raise CommandError(failure(exc, connection, s, attempt + 1)) from exc
+                    raise CommandError(failure(exc, s, attempt + 1)) from exc
                 pause = min(s.migration_retry_pause_seconds * 2**attempt, 10.0)
                 log.warning(
                     "Revision %s: a table was busy (lock_timeout); try %d of %d in %.1fs.",

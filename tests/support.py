@@ -140,19 +140,23 @@ def migrate(
 PROJECT_VARIABLES = ("DATABASE_URL", "DB_", "MIGRATION_", "LOCAL_PGDATA")
 
 
-def run_python(
-    *args: str, env: Mapping[str, str], timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """Run `python *args` in the project root: the project's variables cleared, then env set.
+def clean_env(env: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment with the project's variables cleared, then env set.
 
     The URLs are set empty rather than left out, so that a developer's .env cannot fill them.
     """
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(PROJECT_VARIABLES)}
-    full_env.update({"DATABASE_URL": "", "DATABASE_URL_UNPOOLED": "", **env})
+    return {**full_env, "DATABASE_URL": "", "DATABASE_URL_UNPOOLED": "", **env}
+
+
+def run_python(
+    *args: str, env: Mapping[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run `python *args` in the project root, in clean_env(env)."""
     return subprocess.run(
         [sys.executable, *args],
         cwd=ROOT,
-        env=full_env,
+        env=clean_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -177,6 +181,13 @@ def open_server(workdir: Path) -> Iterator[PgServer]:
         port = url.port or int(str(url.query.get("port", 5432)))
         yield PgServer(host, port, url.username or "postgres", url.password)
         return
+    with embedded_server(workdir) as server:
+        yield server
+
+
+@contextmanager
+def embedded_server(workdir: Path) -> Iterator[PgServer]:
+    """A throwaway embedded PostgreSQL with its data in workdir, stopped and deleted after."""
     # Keep workdir short: Unix socket paths are limited to about 100 characters.
     server = start_server(workdir / "data", cleanup_mode="delete")
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -16,7 +15,16 @@ from sqlalchemy import Engine, create_engine, pool, text
 
 from models.settings import Settings
 from tests.schema_checks import schema_ddl
-from tests.support import ROOT, PgServer, extra_versions, head, migrate, revision, run_alembic
+from tests.support import (
+    ROOT,
+    PgServer,
+    clean_env,
+    extra_versions,
+    head,
+    migrate,
+    revision,
+    run_alembic,
+)
 
 FAST = Settings(
     lock_timeout_seconds=0.2, migration_lock_retries=2, migration_retry_pause_seconds=0.1
@@ -50,11 +58,9 @@ def versions(engine: Engine) -> list[str]:
 
 def test_concurrent_deploys_serialize(db: Engine) -> None:
     """8 `alembic upgrade head` released at once: all exit 0 and each revision runs once."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": db.url.render_as_string(False),
-        "MIGRATION_LOCK_TIMEOUT_SECONDS": "60",
-    }
+    env = clean_env(
+        {"DATABASE_URL": db.url.render_as_string(False), "MIGRATION_LOCK_TIMEOUT_SECONDS": "60"}
+    )
     with db.connect() as gate:
         # A starting gate: every run must read alembic_version, which stays locked until
         # all 8 processes are connected and waiting, so they really start together.
