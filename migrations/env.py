@@ -9,7 +9,9 @@ into one line that names the revision (`--raiseerr` shows the traceback).
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
+import pkgutil
 import time
 from collections.abc import Callable
 from logging.config import fileConfig
@@ -26,15 +28,13 @@ from sqlalchemy.types import TypeDecorator
 
 from models.db import connect, explain, resolve_url
 from models.errors import DatabaseError
+from models.naming import NAMING_CONVENTION
 from models.settings import Settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 log = logging.getLogger("models")
-# Commands that never compare the database with the models: on these (a deploy's
-# `alembic upgrade`) the models, with sqlmodel and pydantic, are not imported (~200 ms).
-WITHOUT_MODELS = {"upgrade", "downgrade", "current", "history", "heads", "show", "stamp"}
 # pg_advisory_lock key of "a migration run is in progress" (any fixed bigint will do).
 MIGRATION_LOCK_KEY = 7_301_955_211
 LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of lock_timeout
@@ -71,14 +71,31 @@ def process_revision_directives(
         script.rev_id = f"{max(numbers, default=0) + 1:04d}"
 
 
-def target_metadata() -> MetaData | None:
-    """The models' metadata, unless the command line runs a command that never uses it."""
-    command = getattr(config.cmd_opts, "cmd", None)
-    if command is not None and getattr(command[0], "__name__", "") in WITHOUT_MODELS:
-        return None
-    from sqlmodel import SQLModel
+def compares_with_models() -> bool:
+    """True for the commands that compare the database with the models.
 
-    import models.task  # noqa: F401  (registers the tables on SQLModel.metadata)
+    Alembic hands env.py a revision context for exactly those (`revision --autogenerate`,
+    `check`), whether they come from the command line or from Python.
+    """
+    environment = getattr(context, "_proxy")  # noqa: B009  (the running EnvironmentContext)
+    return "revision_context" in environment.context_opts
+
+
+def target_metadata() -> MetaData:
+    """The models' metadata (every module in models/) when comparing with them; else an
+    empty MetaData with the same naming convention.
+
+    Every upgrade and downgrade, from the command line, in tests and in the checks, runs
+    the revisions with the same convention (so a constraint a revision leaves unnamed gets
+    the same name everywhere), and a deploy does not import sqlmodel or pydantic (~200 ms).
+    """
+    if not compares_with_models():
+        return MetaData(naming_convention=NAMING_CONVENTION)
+    import models
+
+    for module in pkgutil.iter_modules(models.__path__):
+        importlib.import_module(f"models.{module.name}")  # registers every table
+    from sqlmodel import SQLModel
 
     return SQLModel.metadata
 

@@ -14,12 +14,13 @@ if TYPE_CHECKING:
     from models.crud import create_task, delete_task, get_task, list_tasks, update_task
     from models.db import get_engine, get_session, make_engine, parse_url
     from models.errors import DatabaseError
+    from models.naming import NAMING_CONVENTION
     from models.settings import Settings
-    from models.task import NAMING_CONVENTION, Task, TaskCreate, TaskRead, TaskUpdate
+    from models.task import Task, TaskCreate, TaskRead, TaskUpdate
 
 # Where each public name lives.
 _HOME = {
-    "NAMING_CONVENTION": "models.task",
+    "NAMING_CONVENTION": "models.naming",
     "DatabaseError": "models.errors",
     "Settings": "models.settings",
     "Task": "models.task",

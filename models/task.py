@@ -10,14 +10,9 @@ from pydantic import AfterValidator, StringConstraints, field_validator
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from models.naming import NAMING_CONVENTION
+
 # Deterministic names for every constraint and index (no server-generated names).
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
 SQLModel.metadata.naming_convention = NAMING_CONVENTION
 
 USER_ID_MAX = 255
