@@ -100,7 +100,7 @@ def run(server: PgServer, sizes: Sizes) -> Table:
         results["`alembic upgrade 0002` (ours: CONCURRENTLY)"] = under_load(
             dsn, sizes, rows, alembic_0002
         )
-        migrate(url, "0001", down=True)
+        migrate(url, "0001", down=True, allow_data_loss=True)
         results["plain `CREATE INDEX` of the first of its indexes"] = under_load(
             dsn, sizes, rows, plain
         )

@@ -125,13 +125,19 @@ def migrate(
     *,
     down: bool = False,
     settings: Settings | None = None,
+    allow_data_loss: bool = False,
     **options: str,
 ) -> None:
-    """Run alembic upgrade (or downgrade) to target on the database at url."""
+    """Run alembic upgrade (or downgrade) to target on the database at url.
+
+    A downgrade that would drop rows or values refuses unless allow_data_loss is set
+    (`alembic -x allow-data-loss=true downgrade ...` on the command line).
+    """
     engine = create_engine(url, poolclass=pool.NullPool)
     try:
         with engine.connect() as conn:
             cfg = alembic_config(conn, settings, **options)
+            cfg.attributes["allow_data_loss"] = allow_data_loss
             (command.downgrade if down else command.upgrade)(cfg, target)
     finally:
         engine.dispose()

@@ -253,7 +253,7 @@ def test_data_survives_upgrade_and_a_down_up_round_trip(db: Engine) -> None:
     migrate(db.url)
     with db.connect() as conn:
         assert conn.execute(select).all() == rows
-    migrate(db.url, "0001", down=True)
+    migrate(db.url, "0001", down=True, allow_data_loss=True)
     migrate(db.url)
     with db.connect() as conn:
         assert conn.execute(select).all() == rows

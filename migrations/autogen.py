@@ -1,0 +1,391 @@
+"""What `alembic revision --autogenerate` writes: the safe form of each ordinary change.
+
+env.py's process_revision_directives hands the compared operations to `rewrite()`, which
+turns them into revisions that apply on a live table with rows:
+
+- an index on an existing table: `ops.create_index_concurrently` / `drop_index_concurrently`;
+- a foreign key, or the CHECK of an enum column, on an existing table: added `NOT VALID`
+  (a brief lock, no scan), then `ops.validate_constraint` in a later transaction;
+- an enum column (the project's convention: `sa.Enum(..., native_enum=False,
+  create_constraint=True, name=...)`) on an existing table: a varchar column, then its
+  named CHECK as above; a native PostgreSQL enum is refused (see `check_column`);
+- NOT NULL on an existing column: `ops.set_not_null` (a validated CHECK first);
+- a new NOT NULL column on an existing table without a server default: refused;
+- a varchar widening: kept, with its reviewed lint exception declared in the revision.
+
+Statements that run in a transaction and steps that run in autocommit blocks never share a
+revision: the steps go into revisions of their own, before (index drops) and after (index
+builds, validations, NOT NULL) the transactional one, chained, so each revision either
+runs in one transaction or is made of rerunnable steps only.
+Nothing here runs during a deploy: env.py imports it only to write revisions.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from alembic.autogenerate import renderers
+from alembic.autogenerate.api import AutogenContext
+from alembic.operations import MigrateOperation
+from alembic.operations import ops as alembic_ops
+from alembic.util import CommandError
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.schema import CreateIndex
+
+from migrations.ops import not_null_check_name
+
+log = logging.getLogger("models")
+OPS_IMPORT = "from migrations import ops"
+CONVENTION = "README, Daily workflow"
+_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+# ---------------------------------------------------------------- the online steps
+
+
+class CreateIndexConcurrently(MigrateOperation):
+    """`ops.create_index_concurrently(...)` in a revision (wraps Alembic's CreateIndexOp)."""
+
+    def __init__(self, index: alembic_ops.CreateIndexOp) -> None:
+        self.index = index
+
+    def reverse(self) -> MigrateOperation:
+        return DropIndexConcurrently(self.index.reverse())
+
+
+class DropIndexConcurrently(MigrateOperation):
+    """`ops.drop_index_concurrently(...)` in a revision (wraps Alembic's DropIndexOp)."""
+
+    def __init__(self, index: alembic_ops.DropIndexOp) -> None:
+        self.index = index
+
+    def reverse(self) -> MigrateOperation:
+        return CreateIndexConcurrently(self.index.reverse())
+
+
+class ValidateConstraint(MigrateOperation):
+    """`ops.validate_constraint(table, name)`; its downgrade has nothing to undo."""
+
+    def __init__(self, table: str, name: str, undo: bool = False) -> None:
+        self.table, self.name, self.undo = table, name, undo
+
+    def reverse(self) -> MigrateOperation:
+        return ValidateConstraint(self.table, self.name, undo=not self.undo)
+
+
+class SetNotNull(MigrateOperation):
+    """`ops.set_not_null(table, column)`, or `ops.drop_not_null` when reversed."""
+
+    def __init__(self, table: str, column: str, drop: bool = False) -> None:
+        self.table, self.column, self.drop = table, column, drop
+
+    def reverse(self) -> MigrateOperation:
+        return SetNotNull(self.table, self.column, drop=not self.drop)
+
+
+def _index_sql(index: alembic_ops.CreateIndexOp) -> tuple[str, str | None]:
+    """(the SQL inside the index's parentheses, its WHERE clause or None)."""
+    built = index.to_index()
+    where = built.dialect_options["postgresql"].get("where")
+    plain = sa.Index(built.name, *built.expressions)
+    plain._set_parent(built.table)  # type: ignore[arg-type]
+    sql = str(CreateIndex(plain).compile(dialect=_PG))
+    built.table.indexes.discard(plain)  # type: ignore[union-attr]
+    after_on = sql.split(" ON ", 1)[1]
+    columns = after_on[after_on.index("(") + 1 : after_on.rindex(")")]
+    predicate = None
+    if where is not None:
+        predicate = str(where.compile(dialect=_PG, compile_kwargs={"literal_binds": True}))
+    return columns, predicate
+
+
+@renderers.dispatch_for(CreateIndexConcurrently)
+def _render_create(autogen_context: AutogenContext, op: CreateIndexConcurrently) -> str:
+    autogen_context.imports.add(OPS_IMPORT)
+    columns, where = _index_sql(op.index)
+    args = [repr(op.index.index_name), repr(op.index.table_name), repr(columns)]
+    if op.index.unique:
+        args.append("unique=True")
+    if where:
+        args.append(f"where={where!r}")
+    return f"ops.create_index_concurrently({', '.join(args)})"
+
+
+@renderers.dispatch_for(DropIndexConcurrently)
+def _render_drop(autogen_context: AutogenContext, op: DropIndexConcurrently) -> str:
+    autogen_context.imports.add(OPS_IMPORT)
+    return f"ops.drop_index_concurrently({op.index.index_name!r})"
+
+
+@renderers.dispatch_for(ValidateConstraint)
+def _render_validate(autogen_context: AutogenContext, op: ValidateConstraint) -> str:
+    if op.undo:
+        return f"pass  # {op.name}: nothing to undo (VALIDATE only marked it valid)"
+    autogen_context.imports.add(OPS_IMPORT)
+    return f"ops.validate_constraint({op.table!r}, {op.name!r})"
+
+
+@renderers.dispatch_for(SetNotNull)
+def _render_not_null(autogen_context: AutogenContext, op: SetNotNull) -> str:
+    autogen_context.imports.add(OPS_IMPORT)
+    helper = "drop_not_null" if op.drop else "set_not_null"
+    return f"ops.{helper}({op.table!r}, {op.column!r})"
+
+
+# ------------------------------------------------------------------ the rewrite
+
+
+@dataclass
+class Plan:
+    """The operations of one autogenerate run, sorted into up to three revisions."""
+
+    before: list[MigrateOperation] = field(default_factory=list)  # online: index drops
+    main: list[MigrateOperation] = field(default_factory=list)  # one transaction
+    validate: list[MigrateOperation] = field(default_factory=list)  # a later transaction
+    after: list[MigrateOperation] = field(default_factory=list)  # online: index builds
+    # schema_check_exceptions of the main and of the validating revision (check id -> reason)
+    main_exceptions: dict[str, str] = field(default_factory=dict)
+    validate_exceptions: dict[str, str] = field(default_factory=dict)
+
+    @staticmethod
+    def except_(exceptions: dict[str, str], check: str, reason: str) -> None:
+        """Declare a reviewed exception to one check, with its reason, in one revision."""
+        exceptions[check] = f"{exceptions[check]}; {reason}" if check in exceptions else reason
+
+
+def check_column(table: str, column: sa.Column[Any]) -> None:
+    """Refuse a native PostgreSQL enum: the convention is a varchar with a named CHECK.
+
+    A native type needs CREATE TYPE before the column and DROP TYPE after it, and a value
+    added later needs ALTER TYPE outside a transaction that autogenerate never sees.
+    """
+    type_ = column.type
+    if isinstance(type_, sa.Enum) and type_.native_enum:
+        raise CommandError(
+            f"column {table}.{column.name} is a native PostgreSQL enum; this project stores "
+            f"enums as varchar + CHECK: write sa.Enum(..., native_enum=False, "
+            f"create_constraint=True, name={type_.name or column.name!r}) in the model "
+            f"({CONVENTION}), then autogenerate again"
+        )
+
+
+def _enum_check(column: sa.Column[Any]) -> sa.CheckConstraint | None:
+    """The named CHECK a non-native enum column brings along (None: it brings none)."""
+    type_ = column.type
+    if not isinstance(type_, sa.Enum) or type_.native_enum or not type_.create_constraint:
+        return None
+    for constraint in column.table.constraints:
+        if not isinstance(constraint, sa.CheckConstraint):
+            continue
+        if getattr(constraint, "_type_bound", False) and column in list(constraint.columns):
+            return constraint
+    return None
+
+
+def _check_sql(check: sa.CheckConstraint) -> str:
+    """The CHECK's expression as CREATE TABLE writes it (columns unqualified, values inline)."""
+    compiler = _PG.ddl_compiler(_PG, None).sql_compiler  # type: ignore[arg-type]
+    return str(compiler.process(check.sqltext, include_table=False, literal_binds=True))
+
+
+def _add_column(plan: Plan, op: alembic_ops.AddColumnOp, ops_: list[MigrateOperation]) -> None:
+    column, table = op.column, op.table_name
+    check_column(table, column)
+    if (
+        not column.nullable
+        and column.server_default is None
+        and column.identity is None
+        and column.computed is None
+    ):
+        raise CommandError(
+            f"column {table}.{column.name} is NOT NULL without a server default, and {table} "
+            "may hold rows: give it one in the model (e.g. sa_column_kwargs={'server_default': "
+            "...}), or add it nullable, backfill it, then make it NOT NULL "
+            f"({CONVENTION}); then autogenerate again"
+        )
+    check = _enum_check(column)
+    if check is None:
+        ops_.append(op)
+        return
+    assert isinstance(column.type, sa.Enum)
+    default = column.server_default
+    plain = sa.Column(
+        column.name,
+        sa.String(length=column.type.length),
+        nullable=column.nullable,
+        server_default=getattr(default, "arg", None),
+        comment=column.comment,
+    )
+    expression = _check_sql(check)
+    ops_.append(alembic_ops.AddColumnOp(table, plain, schema=op.schema))
+    ops_.append(
+        alembic_ops.CreateCheckConstraintOp(
+            check.name, table, sa.text(expression), schema=op.schema, postgresql_not_valid=True
+        )
+    )
+    plan.validate.append(ValidateConstraint(table, str(check.name)))
+
+
+def _is_widening(op: alembic_ops.AlterColumnOp) -> bool:
+    old, new = op.existing_type, op.modify_type
+    if not isinstance(old, sa.String) or not isinstance(new, sa.String):
+        return False
+    if isinstance(old, (sa.CHAR, sa.Enum)) or isinstance(new, (sa.CHAR, sa.Enum)):
+        return False
+    return old.length is not None and (new.length is None or new.length > old.length)
+
+
+def _alter_column(plan: Plan, op: alembic_ops.AlterColumnOp, ops_: list[MigrateOperation]) -> None:
+    where = f"{op.table_name}.{op.column_name}"
+    if op.modify_nullable is False and op.existing_nullable is not False:
+        name = not_null_check_name(op.table_name, op.column_name)
+        ops_.append(
+            alembic_ops.CreateCheckConstraintOp(
+                sa.sql.elements.conv(name),
+                op.table_name,
+                sa.text(f"{op.column_name} IS NOT NULL"),
+                schema=op.schema,
+                postgresql_not_valid=True,
+            )
+        )
+        plan.validate.append(SetNotNull(op.table_name, op.column_name))
+        plan.except_(
+            plan.validate_exceptions,
+            "lint:ban-drop-constraint",
+            f"{where}: ops.set_not_null drops only its own {name}, now replaced by NOT NULL",
+        )
+        op.modify_nullable = None
+        unchanged = op.modify_server_default is False and op.modify_comment is False
+        if op.modify_type is None and unchanged and not op.modify_name:
+            return
+    if op.modify_type is not None and _is_widening(op):
+        assert op.existing_type is not None
+        old, new = op.existing_type.compile(dialect=_PG), op.modify_type.compile(dialect=_PG)
+        plan.except_(
+            plan.main_exceptions,
+            "lint:changing-column-type",
+            f"{where} {old} -> {new}: widening a varchar changes only the catalog "
+            "(no rewrite, no scan; a brief lock bounded by lock_timeout)",
+        )
+    ops_.append(op)
+
+
+def _modify(plan: Plan, container: alembic_ops.ModifyTableOps, new: set[str]) -> None:
+    """Sort one existing table's operations (a table created here keeps them all plain)."""
+    table = container.table_name
+    if table in new:
+        for item in container.ops:
+            if isinstance(item, alembic_ops.AddColumnOp):
+                check_column(table, item.column)
+        plan.main.append(container)
+        return
+    ops_: list[MigrateOperation] = []
+    for item in container.ops:
+        if isinstance(item, alembic_ops.CreateIndexOp):
+            plan.after.append(CreateIndexConcurrently(item))
+        elif isinstance(item, alembic_ops.DropIndexOp):
+            plan.before.append(DropIndexConcurrently(item))
+        elif isinstance(item, alembic_ops.CreateForeignKeyOp):
+            item.kw["postgresql_not_valid"] = True
+            ops_.append(item)
+            plan.validate.append(ValidateConstraint(table, str(item.constraint_name)))
+        elif isinstance(item, alembic_ops.AddColumnOp):
+            _add_column(plan, item, ops_)
+        elif isinstance(item, alembic_ops.AlterColumnOp):
+            _alter_column(plan, item, ops_)
+        else:
+            ops_.append(item)
+    if ops_:
+        plan.main.append(alembic_ops.ModifyTableOps(table, ops_, schema=container.schema))
+
+
+def _first_columns(upgrade_ops: alembic_ops.UpgradeOps, table: sa.Table) -> set[str]:
+    """The leading column of every index and key that a new table gets in this revision."""
+    leading = {
+        str(c.columns[0].name)
+        for c in table.constraints
+        if isinstance(c, sa.UniqueConstraint | sa.PrimaryKeyConstraint) and c.columns
+    }
+    for item in upgrade_ops.ops:
+        if isinstance(item, alembic_ops.ModifyTableOps) and item.table_name == table.name:
+            for index in item.ops:
+                if isinstance(index, alembic_ops.CreateIndexOp) and index.columns:
+                    first = index.columns[0]
+                    leading.add(str(getattr(first, "name", first)))
+    return leading
+
+
+def _warn_unindexed_foreign_keys(upgrade_ops: alembic_ops.UpgradeOps, table: sa.Table) -> None:
+    """The convention: a foreign key column gets an index (index=True in the model)."""
+    leading = _first_columns(upgrade_ops, table)
+    for fk in table.foreign_key_constraints:
+        column = fk.column_keys[0]
+        if column not in leading:
+            log.warning(
+                "%s.%s references %s but has no index: deleting or updating a %s row scans "
+                "%s; give the column index=True in the model (%s).",
+                table.name,
+                column,
+                fk.referred_table.name,
+                fk.referred_table.name,
+                table.name,
+                CONVENTION,
+            )
+
+
+def plan(upgrade_ops: alembic_ops.UpgradeOps) -> Plan:
+    """Sort autogenerate's operations into the revisions that apply them safely."""
+    new = {op.table_name for op in upgrade_ops.ops if isinstance(op, alembic_ops.CreateTableOp)}
+    result = Plan()
+    for item in upgrade_ops.ops:
+        if isinstance(item, alembic_ops.ModifyTableOps):
+            _modify(result, item, new)
+            continue
+        if isinstance(item, alembic_ops.CreateTableOp):
+            table = item.to_table()
+            for column in table.columns:
+                check_column(item.table_name, column)
+            _warn_unindexed_foreign_keys(upgrade_ops, table)
+        result.main.append(item)
+    return result
+
+
+def rewrite(script: alembic_ops.MigrationScript) -> list[alembic_ops.MigrationScript]:
+    """The revisions to write for one autogenerated script (rev_id and head set by env.py)."""
+    assert script.upgrade_ops is not None
+    sorted_ = plan(script.upgrade_ops)
+    message = script.message or "schema change"
+    parts = [
+        (sorted_.before, f"{message}: drop indexes first", {}),
+        (sorted_.main, message, sorted_.main_exceptions),
+        (sorted_.validate, f"{message}: validate", sorted_.validate_exceptions),
+        (sorted_.after, f"{message}: build indexes online", {}),
+    ]
+    if sum(1 for ops_, _, _ in parts if ops_) == 1:
+        parts = [(ops_, message, exceptions) for ops_, _, exceptions in parts]
+    scripts = []
+    for ops_, text, exceptions in parts:
+        if not ops_:
+            continue
+        upgrade = alembic_ops.UpgradeOps(ops=ops_)
+        new = alembic_ops.MigrationScript(
+            rev_id=None,
+            message=text,
+            upgrade_ops=upgrade,
+            downgrade_ops=upgrade.reverse(),
+            head=script.head,
+            splice=script.splice,
+            branch_label=script.branch_label,
+            version_path=script.version_path,
+            depends_on=script.depends_on,
+            imports=set(),  # Alembic's default is one set shared by every MigrationScript
+        )
+        if exceptions:
+            # Rendered after the imports: a reviewed exception, declared where a reviewer
+            # sees it; the schema checks honour it for this revision alone.
+            new.imports.add(f"schema_check_exceptions = {exceptions!r}")
+        scripts.append(new)
+    return scripts

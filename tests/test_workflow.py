@@ -1,0 +1,459 @@
+"""The developer's workflow: autogenerate writes revisions that apply on tables with rows.
+
+Each test drives the real `alembic revision --autogenerate` (in process) against a
+database at the project's head, with the project's models plus a change of its own (handed
+to env.py as config.attributes["target_metadata"]), and writes revisions to a temp dir.
+Nothing here names a column of the project's head: the changes bring their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import pkgutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.util import CommandError
+from sqlalchemy import Connection, Engine, create_engine, pool, text
+
+from models.naming import NAMING_CONVENTION
+from models.settings import Settings
+from tests import schema_checks as checks
+from tests.support import ROOT, PgServer, alembic_config, head, revision, run_alembic
+
+EFFORT = sa.Enum("small", "large", name="effort", native_enum=False, create_constraint=True)
+
+
+def project_metadata() -> sa.MetaData:
+    """A copy of the models' tables (as at the project's head), to change like a developer."""
+    from sqlmodel import SQLModel
+
+    import models
+
+    for module in pkgutil.iter_modules(models.__path__):
+        importlib.import_module(f"models.{module.name}")  # registers every table
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    for table in SQLModel.metadata.sorted_tables:
+        table.to_metadata(metadata)
+    return metadata
+
+
+@dataclass
+class Workspace:
+    """A database at the project's head holding rows, and a folder for new revisions."""
+
+    engine: Engine
+    versions: Path
+    server: PgServer
+
+    def config(self, conn: Connection, metadata: sa.MetaData | None = None) -> Config:
+        """The project's alembic config, bound to conn, with the new revisions' folder."""
+        locations = f"{ROOT / 'migrations' / 'versions'}{os.pathsep}{self.versions}"
+        cfg = alembic_config(conn, version_locations=locations)
+        if metadata is not None:
+            cfg.attributes["target_metadata"] = metadata
+        return cfg
+
+    def autogenerate(self, metadata: sa.MetaData, message: str) -> list[Path]:
+        """`alembic revision --autogenerate -m message`: the files it wrote, in order."""
+        before = set(self.versions.iterdir())
+        with self.engine.connect() as conn:
+            cfg = self.config(conn, metadata)
+            command.revision(cfg, message, autogenerate=True, version_path=str(self.versions))
+        return sorted(set(self.versions.iterdir()) - before - {self.versions / "__pycache__"})
+
+    def migrate(self, target: str = "head", *, down: bool = False, **attributes: Any) -> None:
+        """alembic upgrade (or downgrade) on the workspace's database."""
+        with self.engine.connect() as conn:
+            cfg = self.config(conn)
+            cfg.attributes.update(attributes)
+            (command.downgrade if down else command.upgrade)(cfg, target)
+
+    def scalar(self, sql: str) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(text(sql)).scalar()
+
+
+@pytest.fixture
+def work(pg_server: PgServer, tmp_path: Path) -> Iterator[Workspace]:
+    """A database at the project's head with two tasks in it; revisions go to tmp_path."""
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    with pg_server.database("wf") as name:
+        engine = create_engine(pg_server.url(name), poolclass=pool.NullPool)
+        space = Workspace(engine, versions, pg_server)
+        space.migrate()
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO tasks (user_id, title) VALUES ('a', 'x'), ('b', 'y')"))
+        yield space
+        engine.dispose()
+
+
+def squawk_rules(cfg: Config, rev: str) -> set[str]:
+    """The squawk rules that fire on one revision's own `upgrade <parent>:<rev> --sql`."""
+    script = checks.scripts(cfg).get_revision(rev)
+    assert script is not None
+    sql = checks.offline_sql(cfg, f"{script.down_revision}:{rev}")
+    run = subprocess.run(
+        [checks.squawk_binary(), "--config", str(checks.SQUAWK_CONFIG), "--reporter", "json"],
+        input=sql,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return {v["rule_name"] for v in json.loads(run.stdout or "[]")}
+
+
+def test_the_new_users_trial(work: Workspace) -> None:
+    """An enum column with a default, an index on it, a table with a FK to tasks: the
+    revisions autogenerate writes apply on rows, go down and up, and pass the checks."""
+    metadata = project_metadata()
+    tasks = metadata.tables["tasks"]
+    tasks.append_column(sa.Column("effort", EFFORT, server_default="small", nullable=False))
+    first = work.autogenerate(metadata, "add effort")
+    work.migrate()
+    sa.Index("ix_tasks_effort", tasks.c.effort)
+    second = work.autogenerate(metadata, "index effort")
+    work.migrate()
+    sa.Table(
+        "notes",
+        metadata,
+        sa.Column("id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+        sa.Column(
+            "task_id",
+            sa.BigInteger,
+            sa.ForeignKey("tasks.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        ),
+        sa.Column("body", sa.String(500), nullable=False),
+    )
+    third = work.autogenerate(metadata, "add notes")
+    work.migrate()
+    n = int(head())
+    assert [p.name for p in first + second + third] == [
+        f"{n + 1:04d}_add_effort.py",
+        f"{n + 2:04d}_add_effort_validate.py",
+        f"{n + 3:04d}_index_effort.py",
+        f"{n + 4:04d}_add_notes.py",
+    ]
+    effort, validate, index, notes = (p.read_text() for p in first + second + third)
+    assert "sa.String(length=5), server_default='small'" in effort.replace('"', "'")
+    assert "postgresql_not_valid=True" in effort and "ops." not in effort
+    assert "ops.validate_constraint('tasks', 'ck_tasks_effort')" in validate.replace('"', "'")
+    assert "ops.create_index_concurrently('ix_tasks_effort', 'tasks', 'effort')" in index.replace(
+        '"', "'"
+    )
+    assert "op.create_table" in notes and "ops." not in notes
+
+    assert work.scalar("SELECT string_agg(effort, ',') FROM tasks") == "small,small"
+    assert work.scalar("SELECT convalidated FROM pg_constraint WHERE conname = 'ck_tasks_effort'")
+    with pytest.raises(sa.exc.IntegrityError, match="ck_tasks_effort"):
+        work.scalar("INSERT INTO tasks (user_id, title, effort) VALUES ('c', 'z', 'huge')")
+    with work.engine.begin() as conn:
+        conn.execute(text("INSERT INTO notes (task_id, body) SELECT min(id), 'n' FROM tasks"))
+    work.migrate(head(), down=True, allow_data_loss=True)
+    assert work.scalar("SELECT count(*) FROM tasks") == 2
+    work.migrate()
+
+    with work.engine.connect() as conn:
+        cfg = work.config(conn, metadata)
+        command.check(cfg)  # the models and the migrated database agree
+        cfg.attributes.pop("connection")
+        checks.check_models_match(cfg, work.server, metadata)
+        for rev in range(n + 1, n + 5):
+            assert squawk_rules(cfg, f"{rev:04d}") == set(), rev
+
+
+def test_a_foreign_key_and_its_index_on_an_existing_table(work: Workspace) -> None:
+    """A FK column on tasks: added NOT VALID, validated in a later revision, its index
+    built CONCURRENTLY in one more: three revisions, none mixing transactions and steps."""
+    metadata = project_metadata()
+    fk = sa.ForeignKey("tasks.id", ondelete="SET NULL")
+    metadata.tables["tasks"].append_column(sa.Column("parent_id", sa.BigInteger, fk, index=True))
+    written = [p.read_text().replace('"', "'") for p in work.autogenerate(metadata, "parent")]
+    assert len(written) == 3
+    main, validate, index = written
+    assert "postgresql_not_valid=True" in main and "ops." not in main
+    assert "ops.validate_constraint('tasks', 'fk_tasks_parent_id_tasks')" in validate
+    assert "ops.create_index_concurrently('ix_tasks_parent_id', 'tasks', 'parent_id')" in index
+    assert "op." not in index.replace("from alembic import op", "")
+    work.migrate()
+    assert work.scalar("SELECT convalidated FROM pg_constraint WHERE conname LIKE 'fk_tasks%'")
+    assert work.scalar(
+        "SELECT indisvalid FROM pg_index WHERE indexrelid = 'ix_tasks_parent_id'::regclass"
+    )
+    work.migrate(head(), down=True, allow_data_loss=True)
+    work.migrate()
+    with work.engine.connect() as conn:
+        command.check(work.config(conn, metadata))
+
+
+def test_a_widening_declares_its_reviewed_exception(work: Workspace) -> None:
+    """varchar(20) -> varchar(40): applied without a rewrite, and the revision declares the
+    one squawk rule that fires on it, with its reason."""
+    metadata = project_metadata()
+    metadata.tables["tasks"].append_column(sa.Column("note", sa.String(20)))
+    work.autogenerate(metadata, "note")
+    work.migrate()
+    metadata.tables["tasks"].c.note.type = sa.String(40)
+    [widening] = work.autogenerate(metadata, "wider note")
+    before = work.scalar("SELECT relfilenode FROM pg_class WHERE relname = 'tasks'")
+    work.migrate()
+    assert work.scalar("SELECT relfilenode FROM pg_class WHERE relname = 'tasks'") == before
+    module: dict[str, Any] = {}
+    exec(compile(widening.read_text(), str(widening), "exec"), module)
+    declared = module["schema_check_exceptions"]
+    assert "no rewrite" in declared["lint:changing-column-type"]
+    with work.engine.connect() as conn:
+        rules = squawk_rules(work.config(conn), module["revision"])
+    assert {f"lint:{rule}" for rule in rules} == set(declared)
+
+
+def test_not_null_on_an_existing_column_goes_through_a_validated_check(work: Workspace) -> None:
+    """NULL -> NOT NULL: a NOT VALID CHECK, then ops.set_not_null; rows holding NULL stop it
+    with the CHECK's name, and after a backfill it applies and leaves no helper CHECK."""
+    metadata = project_metadata()
+    metadata.tables["tasks"].append_column(sa.Column("note", sa.String(20)))
+    work.autogenerate(metadata, "note")
+    work.migrate()
+    metadata.tables["tasks"].c.note.nullable = False
+    check, validate = work.autogenerate(metadata, "note required")
+    assert "postgresql_not_valid=True" in check.read_text()
+    assert "ops.set_not_null('tasks', 'note')" in validate.read_text().replace('"', "'")
+    with pytest.raises(CommandError, match=r"ck_tasks_note_not_null.*is violated by some row"):
+        work.migrate()
+    with work.engine.begin() as conn:
+        conn.execute(text("UPDATE tasks SET note = 'n'"))
+    work.migrate()
+    assert (
+        work.scalar("SELECT is_nullable FROM information_schema.columns WHERE column_name = 'note'")
+        == "NO"
+    )
+    assert not work.scalar(
+        "SELECT count(*) FROM pg_constraint WHERE conname = 'ck_tasks_note_not_null'"
+    )
+    with work.engine.connect() as conn:
+        cfg = work.config(conn, metadata)
+        command.check(cfg)
+        module: dict[str, Any] = {}
+        exec(compile(validate.read_text(), str(validate), "exec"), module)
+        rules = squawk_rules(cfg, module["revision"])
+    assert {f"lint:{rule}" for rule in rules} == set(module["schema_check_exceptions"])
+    work.migrate("-1", down=True)
+    assert work.scalar(
+        "SELECT count(*) FROM pg_constraint WHERE conname = 'ck_tasks_note_not_null'"
+    )
+    work.migrate()
+
+
+def test_a_native_enum_is_refused_with_the_convention(work: Workspace) -> None:
+    """A native PostgreSQL enum column: no revision, one line pointing to the convention."""
+    metadata = project_metadata()
+    native = sa.Enum("small", "large", name="effort")
+    metadata.tables["tasks"].append_column(sa.Column("effort", native, server_default="small"))
+    with pytest.raises(CommandError, match=r"tasks.effort is a native .*native_enum=False"):
+        work.autogenerate(metadata, "effort")
+    assert not list(work.versions.glob("*.py"))
+
+
+def test_a_not_null_column_without_a_default_is_refused(work: Workspace) -> None:
+    """A NOT NULL column without server default on an existing table: refused, with the fix."""
+    metadata = project_metadata()
+    metadata.tables["tasks"].append_column(sa.Column("size", sa.Integer, nullable=False))
+    with pytest.raises(CommandError, match=r"tasks.size is NOT NULL without a server default"):
+        work.autogenerate(metadata, "size")
+    assert not list(work.versions.glob("*.py"))
+
+
+def numbered(k: int) -> str:
+    """The k-th revision after the project's head."""
+    return f"{int(head()) + k:04d}"
+
+
+def test_expand_backfill_contract_renames_a_column_without_losing_a_value(
+    work: Workspace,
+) -> None:
+    """note -> memo: add memo, ops.backfill in batches (one transaction each), drop note
+    with its declared exceptions; every value arrives, and comes back on downgrade."""
+    ops_import = "from migrations import ops"
+    exceptions = (
+        'schema_check_exceptions = {"data-survives": "note was copied to memo first", '
+        '"lint:ban-drop-column": "the app reads memo since the previous release"}'
+    )
+    note = 'sa.Column("note", sa.String(50))'
+    files = {
+        "a1": revision(
+            numbered(1),
+            head(),
+            f'op.add_column("tasks", {note})',
+            'op.drop_column("tasks", "note")',
+        ),
+        "a2": revision(
+            numbered(2),
+            numbered(1),
+            'op.add_column("tasks", sa.Column("memo", sa.String(50)))',
+            'op.drop_column("tasks", "memo")',
+        ),
+        "a3": revision(
+            numbered(3),
+            numbered(2),
+            'ops.backfill("tasks", "memo = note", "memo IS NULL AND note IS NOT NULL", batch=1)',
+            imports=ops_import,
+        ),
+        "a4": revision(
+            numbered(4),
+            numbered(3),
+            'op.drop_column("tasks", "note")',
+            f'op.add_column("tasks", {note})\nop.execute("UPDATE tasks SET note = memo")',
+            imports=exceptions,
+        ),
+    }
+    for name, source in files.items():
+        (work.versions / f"{name}.py").write_text(source)
+    work.migrate(numbered(1))
+    with work.engine.begin() as conn:
+        conn.execute(text("INSERT INTO tasks (user_id, title) VALUES ('c', 'z')"))
+        conn.execute(text("UPDATE tasks SET note = 'note of ' || user_id"))
+    work.migrate()
+    assert work.scalar("SELECT string_agg(memo, ',' ORDER BY id) FROM tasks") == (
+        "note of a,note of b,note of c"
+    )
+    assert work.scalar("SELECT count(DISTINCT xmin::text) FROM tasks") == 3  # 3 batches
+    with work.engine.connect() as conn:
+        cfg = work.config(conn)
+        assert squawk_rules(cfg, numbered(3)) == set()
+        assert squawk_rules(cfg, numbered(4)) == {"ban-drop-column"}
+    work.migrate(numbered(1), down=True, allow_data_loss=True)
+    assert work.scalar("SELECT string_agg(note, ',' ORDER BY id) FROM tasks") == (
+        "note of a,note of b,note of c"
+    )
+
+
+def test_a_failed_concurrent_build_after_ordinary_ddl_says_what_stays(work: Workspace) -> None:
+    """ADD COLUMN, then a CONCURRENTLY build that fails: the line says the column stays
+    committed while the version did not move, and what to do; not "rolled back"."""
+    upgrade = (
+        'op.add_column("tasks", sa.Column("note", sa.Text()))\n'
+        'ops.create_index_concurrently("ix_tasks_one_per_user", "tasks", "user_id", unique=True)'
+    )
+    source = revision(numbered(1), head(), upgrade, imports="from migrations import ops")
+    (work.versions / "mixed.py").write_text(source)
+    with work.engine.begin() as conn:
+        conn.execute(text("INSERT INTO tasks (user_id, title) VALUES ('a', 'again')"))
+    with pytest.raises(CommandError) as exc:
+        work.migrate()
+    message = str(exc.value)
+    assert message.startswith(f"revision {numbered(1)} failed (could not create unique index")
+    assert f"stay applied while the database is still recorded at {head()}" in message
+    assert "Undo them by hand, then split the revision" in message
+    assert "rolled back" not in message
+    assert work.scalar("SELECT count(*) FROM information_schema.columns WHERE column_name = 'note'")
+
+
+def test_a_failed_step_of_a_rerunnable_revision_says_rerun(work: Workspace) -> None:
+    """A revision of ops.py steps only, failing: the line says its steps are safe to rerun."""
+    upgrade = (
+        'ops.create_index_concurrently("ix_tasks_one_per_user", "tasks", "user_id", unique=True)'
+    )
+    source = revision(numbered(1), head(), upgrade, imports="from migrations import ops")
+    (work.versions / "steps.py").write_text(source)
+    with work.engine.begin() as conn:
+        conn.execute(text("INSERT INTO tasks (user_id, title) VALUES ('a', 'again')"))
+    with pytest.raises(CommandError, match=r"stay and are safe to rerun.*run it again"):
+        work.migrate()
+
+
+def test_a_downgrade_that_drops_rows_refuses_unless_told(work: Workspace) -> None:
+    """downgrade base with rows in tasks: refused with the count and the flag, nothing is
+    dropped; with the flag (-x, or the config attribute) it goes through."""
+    with pytest.raises(CommandError) as exc:
+        work.migrate("base", down=True)
+    assert str(exc.value) == (
+        "downgrade of revision 0001 refused: it would drop table tasks and its 2 row(s); "
+        "nothing was dropped, the database is at 0001. To drop the data, run: "
+        "alembic -x allow-data-loss=true downgrade base (in Python: "
+        'config.attributes["allow_data_loss"] = True)'
+    )
+    assert work.scalar("SELECT count(*) FROM tasks") == 2
+    with work.engine.connect() as conn:
+        cfg = work.config(conn)
+        cfg.cmd_opts = argparse.Namespace(x=["allow-data-loss=true"])
+        command.downgrade(cfg, "base")
+    assert work.scalar("SELECT to_regclass('tasks')") is None
+    work.migrate()
+    work.migrate("base", down=True)  # an empty table is dropped without a word
+
+
+def test_the_cli_refuses_a_downgrade_that_drops_rows_in_one_line(work: Workspace) -> None:
+    """`alembic downgrade base` from the command line: exit 1, one FAILED line with the flag."""
+    env = {"DATABASE_URL": work.engine.url.render_as_string(False)}
+    result = run_alembic("downgrade", "base", env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output
+    failed = [line for line in output.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 1 and "its 2 row(s)" in failed[0]
+    assert "alembic -x allow-data-loss=true downgrade base" in failed[0]
+
+
+def test_a_plain_revision_gets_the_next_number_without_a_database(tmp_path: Path) -> None:
+    """`alembic revision -m` (no autogenerate) is numbered like the others; it connects to
+    nothing (the URL here leads nowhere)."""
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    nowhere = Settings(database_url="postgresql://u:p@127.0.0.1:9/x", connect_retry_seconds=0)
+    cfg = alembic_config(
+        settings=nowhere,
+        version_locations=f"{ROOT / 'migrations' / 'versions'}{os.pathsep}{versions}",
+    )
+    command.revision(cfg, "backfill memo", version_path=str(versions))
+    [written] = versions.glob("*.py")
+    assert written.name == f"{numbered(1)}_backfill_memo.py"
+    assert f'down_revision: str | Sequence[str] | None = "{head()}"' in written.read_text()
+
+
+def test_autogenerate_on_an_old_database_says_what_to_run(
+    pg_server: PgServer, tmp_path: Path
+) -> None:
+    """autogenerate on a database below head: which revision it is at, and the command."""
+    with pg_server.database("old") as name:
+        engine = create_engine(pg_server.url(name), poolclass=pool.NullPool)
+        space = Workspace(engine, tmp_path, pg_server)
+        with pytest.raises(CommandError) as exc:
+            space.autogenerate(project_metadata(), "anything")
+        engine.dispose()
+    assert str(exc.value) == (
+        f"the database is at base, not at the revisions' head {head()}: "
+        "run .venv/bin/alembic upgrade head first, then autogenerate again"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        (None, "probably another git branch's revision (one .pgdata serves every branch)"),
+        ("postgresql://u:p@db.example/x", "it was migrated by a newer release; deploy that"),
+    ],
+)
+def test_a_database_at_an_unknown_revision_is_explained(
+    work: Workspace, url: str | None, says: str
+) -> None:
+    """An unknown revision: on the local default it is another branch's, and the line says
+    to downgrade before switching; with a DATABASE_URL, a newer release's."""
+    with work.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0999'"))
+    with pytest.raises(CommandError) as exc:
+        work.migrate(settings=Settings(database_url=url))
+    assert "at revision 0999, which this" in str(exc.value) and says in str(exc.value)
+    if url is None:
+        assert "run .venv/bin/alembic downgrade" in str(exc.value)
