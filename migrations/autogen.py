@@ -5,19 +5,20 @@ turns them into revisions that apply on a live table with rows:
 
 - an index on an existing table: `ops.create_index_concurrently` / `drop_index_concurrently`;
 - a foreign key, or the CHECK of an enum column, on an existing table: added `NOT VALID`
-  (a brief lock, no scan), then `ops.validate_constraint` in a later transaction;
+  (a brief lock, no scan), then `ops.validate_constraint` in the next revision;
 - an enum column (the project's convention: `sa.Enum(..., native_enum=False,
   create_constraint=True, name=...)`) on an existing table: a varchar column, then its
   named CHECK as above; a native PostgreSQL enum is refused (see `check_column`);
-- NOT NULL on an existing column: `ops.set_not_null` (a validated CHECK first);
+- NULL -> NOT NULL on an existing column: a `CHECK (col IS NOT NULL) NOT VALID`, then
+  `ops.set_not_null` in the next revision (SET NOT NULL then skips its scan);
 - a new NOT NULL column on an existing table without a server default: refused;
 - a varchar widening: kept, with its reviewed lint exception declared in the revision.
 
-Statements that run in a transaction and steps that run in autocommit blocks never share a
-revision: the steps go into revisions of their own, before (index drops) and after (index
-builds, validations, NOT NULL) the transactional one, chained, so each revision either
-runs in one transaction or is made of rerunnable steps only.
-Nothing here runs during a deploy: env.py imports it only to write revisions.
+A revision either runs in one transaction or is made of rerunnable autocommit steps
+(migrations/ops.py), never both: one autogenerate run writes up to four chained
+revisions, in this order: index drops (steps), the transactional changes, the validations
+(a later transaction), index builds (steps). Tables created in the same run keep plain
+operations (they are empty). env.py imports this module only to write revisions.
 """
 
 from __future__ import annotations

@@ -71,17 +71,19 @@ def process_revision_directives(
 
         directives[:] = rewrite(script)
     given = revision_context().command_args.get("rev_id") if revision_context() else None
-    if given is None:
-        numbers = [
-            int(rev.revision)
-            for rev in ScriptDirectory.from_config(config).walk_revisions()
-            if rev.revision.isdigit()
-        ]
-        first = max(numbers, default=0) + 1
-        for n, each in enumerate(directives):
+    numbers = [
+        int(rev.revision)
+        for rev in ScriptDirectory.from_config(config).walk_revisions()
+        if rev.revision.isdigit()
+    ]
+    first = max(numbers, default=0) + 1
+    for n, each in enumerate(directives):
+        if given is None:
             each.rev_id = f"{first + n:04d}"
-            if n:
-                each.head = directives[n - 1].rev_id
+        else:
+            each.rev_id = given if n == 0 else f"{given}_{n + 1}"
+        if n:
+            each.head = directives[n - 1].rev_id
 
 
 def environment_opts() -> dict[str, Any]:
@@ -439,7 +441,7 @@ def explain_command_error(exc: CommandError, at: str | None = None) -> str:
         head = ", ".join(context.script.get_heads())
         return (
             f"the database is at {at or 'an older revision'}, not at the revisions' head "
-            f"{head}: run .venv/bin/alembic upgrade head first, then autogenerate again"
+            f"{head}: run .venv/bin/alembic upgrade head first, then this command again"
         )
     return text
 

@@ -4,9 +4,12 @@ Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}
 Create Date: ${create_date}
 
-Review before committing: names come from the naming convention, server defaults are
-explicit, downgrade() removes exactly what upgrade() adds, and nothing is imported from
-models/ (a revision must keep working after the models change).
+Review before committing (README, "Daily workflow"): names come from the naming
+convention, server defaults are explicit, enums are varchar + a named CHECK, an index on
+an existing table is built CONCURRENTLY (migrations/ops.py) in a revision of its own, a
+CHECK or foreign key on an existing table is added NOT VALID and validated by the next
+revision, every schema_check_exceptions entry has a true reason, downgrade() removes
+exactly what upgrade() adds, and nothing is imported from models/.
 """
 
 from collections.abc import Sequence

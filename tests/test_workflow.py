@@ -175,6 +175,11 @@ def test_the_new_users_trial(work: Workspace) -> None:
             assert squawk_rules(cfg, f"{rev:04d}") == set(), rev
 
 
+def test_no_change_writes_no_revision(work: Workspace) -> None:
+    """Models equal to the database at head: autogenerate writes no file."""
+    assert work.autogenerate(project_metadata(), "nothing") == []
+
+
 def test_a_foreign_key_and_its_index_on_an_existing_table(work: Workspace) -> None:
     """A FK column on tasks: added NOT VALID, validated in a later revision, its index
     built CONCURRENTLY in one more: three revisions, none mixing transactions and steps."""
@@ -434,7 +439,7 @@ def test_autogenerate_on_an_old_database_says_what_to_run(
         engine.dispose()
     assert str(exc.value) == (
         f"the database is at base, not at the revisions' head {head()}: "
-        "run .venv/bin/alembic upgrade head first, then autogenerate again"
+        "run .venv/bin/alembic upgrade head first, then this command again"
     )
 
 
