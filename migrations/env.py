@@ -13,6 +13,7 @@ import importlib
 import io
 import logging
 import pkgutil
+import re
 import time
 from collections.abc import Callable
 from logging.config import fileConfig
@@ -174,6 +175,7 @@ class Progress:
     and whether part of it is already committed (by an autocommit block)."""
 
     revision: str | None = None
+    first: str | None = None  # the first revision of this run (where a downgrade started)
     running: bool = False
     in_transaction: int = 0  # statements run in the revision's open transaction
     committed_ddl: bool = False  # some of them were committed before the revision ended
@@ -220,6 +222,7 @@ class Progress:
         @functools.wraps(fn)
         def run() -> None:
             cls.revision = revision
+            cls.first = cls.first or revision
             cls.in_transaction, cls.committed_ddl, cls.autocommitted = 0, False, False
             opts = context.get_context().opts
             opts[GUARD_OPTION] = name == "downgrade" and not allow_data_loss()
@@ -248,6 +251,23 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def downgrade_target() -> str:
+    """The downgrade's destination as a revision: "-2" counted from where the run started,
+    so the advice stays right after the run already went down part of the way."""
+    given = str(environment_opts().get("destination_rev"))
+    steps = re.fullmatch(r"-(\d+)", given)
+    if steps is None or Progress.first is None:
+        return given
+    rev = Progress.first
+    for _ in range(int(steps.group(1))):
+        script = context.script.get_revision(rev)
+        down = script.down_revision if script is not None else None
+        if down is None:
+            return "base"
+        rev = down if isinstance(down, str) else down[0]
+    return rev
+
+
 def pgcode(exc: BaseException) -> str | None:
     """The SQLSTATE of a driver error, if it is one."""
     return getattr(getattr(exc, "orig", None), "pgcode", None)
@@ -272,7 +292,7 @@ def failure(exc: Exception, s: Settings, tries: int) -> str:
         return (
             f"downgrade of revision {revision} refused: {exc}; nothing was dropped, the "
             f"database is at {at}. To drop the data, run: alembic {FLAG} downgrade "
-            f"{environment_opts().get('destination_rev')} (in Python: "
+            f"{downgrade_target()} (in Python: "
             'config.attributes["allow_data_loss"] = True)'
         )
     if code == QUERY_CANCELED:
@@ -323,7 +343,7 @@ def take_lock(connection: Connection) -> None:
 def run_on(connection: Connection) -> None:
     """Migrate on one connection, holding the advisory lock for the whole run."""
     s = settings()
-    Progress.revision = None
+    Progress.revision = Progress.first = None
     Progress.track(context.script)
     take_lock(connection)
     stop_watching = Progress.watch(connection)

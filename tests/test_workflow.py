@@ -56,7 +56,7 @@ class Workspace:
     versions: Path
     server: PgServer
 
-    def config(self, conn: Connection, metadata: sa.MetaData | None = None) -> Config:
+    def config(self, conn: Connection | None, metadata: sa.MetaData | None = None) -> Config:
         """The project's alembic config, bound to conn, with the new revisions' folder."""
         locations = f"{ROOT / 'migrations' / 'versions'}{os.pathsep}{self.versions}"
         cfg = alembic_config(conn, version_locations=locations)
@@ -394,6 +394,9 @@ def test_a_downgrade_that_drops_rows_refuses_unless_told(work: Workspace) -> Non
         'config.attributes["allow_data_loss"] = True)'
     )
     assert work.scalar("SELECT count(*) FROM tasks") == 2
+    work.migrate()
+    with pytest.raises(CommandError, match=r"run: alembic -x allow-data-loss=true downgrade base "):
+        work.migrate(f"-{len(list(checks.history(work.config(None))))}", down=True)
     with work.engine.connect() as conn:
         cfg = work.config(conn)
         cfg.cmd_opts = argparse.Namespace(x=["allow-data-loss=true"])
