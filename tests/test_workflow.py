@@ -13,6 +13,7 @@ import importlib
 import json
 import os
 import pkgutil
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from models.settings import Settings
 from tests import schema_checks as checks
 from tests.support import ROOT, PgServer, alembic_config, head, revision, run_alembic
 
-EFFORT = sa.Enum("small", "large", name="effort", native_enum=False, create_constraint=True)
+EFFORT = sa.Enum("small", "large", name="wf_effort", native_enum=False, create_constraint=True)
 
 
 def project_metadata() -> sa.MetaData:
@@ -124,14 +125,14 @@ def test_the_new_users_trial(work: Workspace) -> None:
     revisions autogenerate writes apply on rows, go down and up, and pass the checks."""
     metadata = project_metadata()
     tasks = metadata.tables["tasks"]
-    tasks.append_column(sa.Column("effort", EFFORT, server_default="small", nullable=False))
-    first = work.autogenerate(metadata, "add effort")
+    tasks.append_column(sa.Column("wf_effort", EFFORT, server_default="small", nullable=False))
+    first = work.autogenerate(metadata, "add wf_effort")
     work.migrate()
-    sa.Index("ix_tasks_effort", tasks.c.effort)
-    second = work.autogenerate(metadata, "index effort")
+    sa.Index("ix_tasks_wf_effort", tasks.c.wf_effort)
+    second = work.autogenerate(metadata, "index wf_effort")
     work.migrate()
     sa.Table(
-        "notes",
+        "wf_notes",
         metadata,
         sa.Column("id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
         sa.Column(
@@ -143,28 +144,30 @@ def test_the_new_users_trial(work: Workspace) -> None:
         ),
         sa.Column("body", sa.String(500), nullable=False),
     )
-    third = work.autogenerate(metadata, "add notes")
+    third = work.autogenerate(metadata, "add wf_notes")
     work.migrate()
     n = int(head())
     assert [p.name for p in first + second + third] == [
-        f"{n + 1:04d}_add_effort.py",
-        f"{n + 2:04d}_add_effort_validate.py",
-        f"{n + 3:04d}_index_effort.py",
-        f"{n + 4:04d}_add_notes.py",
+        f"{n + 1:04d}_add_wf_effort.py",
+        f"{n + 2:04d}_add_wf_effort_validate.py",
+        f"{n + 3:04d}_index_wf_effort.py",
+        f"{n + 4:04d}_add_wf_notes.py",
     ]
-    effort, validate, index, notes = (code(p) for p in first + second + third)
-    assert "sa.String(length=5), server_default='small'" in effort
-    assert "postgresql_not_valid=True" in effort and "ops." not in effort
-    assert "ops.validate_constraint('tasks', 'ck_tasks_effort')" in validate
-    assert "ops.create_index_concurrently('ix_tasks_effort', 'tasks', 'effort')" in index
-    assert "op.create_table" in notes and "ops." not in notes
+    wf_effort, validate, index, wf_notes = (code(p) for p in first + second + third)
+    assert "sa.String(length=5), server_default='small'" in wf_effort
+    assert "postgresql_not_valid=True" in wf_effort and "ops." not in wf_effort
+    assert "ops.validate_constraint('tasks', 'ck_tasks_wf_effort')" in validate
+    assert "ops.create_index_concurrently('ix_tasks_wf_effort', 'tasks', 'wf_effort')" in index
+    assert "op.create_table" in wf_notes and "ops." not in wf_notes
 
-    assert work.scalar("SELECT string_agg(effort, ',') FROM tasks") == "small,small"
-    assert work.scalar("SELECT convalidated FROM pg_constraint WHERE conname = 'ck_tasks_effort'")
-    with pytest.raises(sa.exc.IntegrityError, match="ck_tasks_effort"):
-        work.scalar("INSERT INTO tasks (user_id, title, effort) VALUES ('c', 'z', 'huge')")
+    assert work.scalar("SELECT string_agg(wf_effort, ',') FROM tasks") == "small,small"
+    assert work.scalar(
+        "SELECT convalidated FROM pg_constraint WHERE conname = 'ck_tasks_wf_effort'"
+    )
+    with pytest.raises(sa.exc.IntegrityError, match="ck_tasks_wf_effort"):
+        work.scalar("INSERT INTO tasks (user_id, title, wf_effort) VALUES ('c', 'z', 'huge')")
     with work.engine.begin() as conn:
-        conn.execute(text("INSERT INTO notes (task_id, body) SELECT min(id), 'n' FROM tasks"))
+        conn.execute(text("INSERT INTO wf_notes (task_id, body) SELECT min(id), 'n' FROM tasks"))
     work.migrate(head(), down=True, allow_data_loss=True)
     assert work.scalar("SELECT count(*) FROM tasks") == 2
     work.migrate()
@@ -188,18 +191,20 @@ def test_a_foreign_key_and_its_index_on_an_existing_table(work: Workspace) -> No
     built CONCURRENTLY in one more: three revisions, none mixing transactions and steps."""
     metadata = project_metadata()
     fk = sa.ForeignKey("tasks.id", ondelete="SET NULL")
-    metadata.tables["tasks"].append_column(sa.Column("parent_id", sa.BigInteger, fk, index=True))
+    metadata.tables["tasks"].append_column(sa.Column("wf_parent_id", sa.BigInteger, fk, index=True))
     written = [code(p) for p in work.autogenerate(metadata, "parent")]
     assert len(written) == 3
     main, validate, index = written
     assert "postgresql_not_valid=True" in main and "ops." not in main
-    assert "ops.validate_constraint('tasks', 'fk_tasks_parent_id_tasks')" in validate
-    assert "ops.create_index_concurrently('ix_tasks_parent_id', 'tasks', 'parent_id')" in index
+    assert "ops.validate_constraint('tasks', 'fk_tasks_wf_parent_id_tasks')" in validate
+    assert (
+        "ops.create_index_concurrently('ix_tasks_wf_parent_id', 'tasks', 'wf_parent_id')" in index
+    )
     assert "op." not in index.replace("from alembic import op", "")
     work.migrate()
     assert work.scalar("SELECT convalidated FROM pg_constraint WHERE conname LIKE 'fk_tasks%'")
     assert work.scalar(
-        "SELECT indisvalid FROM pg_index WHERE indexrelid = 'ix_tasks_parent_id'::regclass"
+        "SELECT indisvalid FROM pg_index WHERE indexrelid = 'ix_tasks_wf_parent_id'::regclass"
     )
     work.migrate(head(), down=True, allow_data_loss=True)
     work.migrate()
@@ -211,11 +216,11 @@ def test_a_widening_declares_its_reviewed_exception(work: Workspace) -> None:
     """varchar(20) -> varchar(40): applied without a rewrite, and the revision declares the
     one squawk rule that fires on it, with its reason."""
     metadata = project_metadata()
-    metadata.tables["tasks"].append_column(sa.Column("note", sa.String(20)))
-    work.autogenerate(metadata, "note")
+    metadata.tables["tasks"].append_column(sa.Column("wf_note", sa.String(20)))
+    work.autogenerate(metadata, "wf_note")
     work.migrate()
-    metadata.tables["tasks"].c.note.type = sa.String(40)
-    [widening] = work.autogenerate(metadata, "wider note")
+    metadata.tables["tasks"].c.wf_note.type = sa.String(40)
+    [widening] = work.autogenerate(metadata, "wider wf_note")
     before = work.scalar("SELECT relfilenode FROM pg_class WHERE relname = 'tasks'")
     work.migrate()
     assert work.scalar("SELECT relfilenode FROM pg_class WHERE relname = 'tasks'") == before
@@ -232,24 +237,26 @@ def test_not_null_on_an_existing_column_goes_through_a_validated_check(work: Wor
     """NULL -> NOT NULL: a NOT VALID CHECK, then ops.set_not_null; rows holding NULL stop it
     with the CHECK's name, and after a backfill it applies and leaves no helper CHECK."""
     metadata = project_metadata()
-    metadata.tables["tasks"].append_column(sa.Column("note", sa.String(20)))
-    work.autogenerate(metadata, "note")
+    metadata.tables["tasks"].append_column(sa.Column("wf_note", sa.String(20)))
+    work.autogenerate(metadata, "wf_note")
     work.migrate()
-    metadata.tables["tasks"].c.note.nullable = False
-    check, validate = work.autogenerate(metadata, "note required")
+    metadata.tables["tasks"].c.wf_note.nullable = False
+    check, validate = work.autogenerate(metadata, "wf_note required")
     assert "postgresql_not_valid=True" in check.read_text()
-    assert "ops.set_not_null('tasks', 'note')" in code(validate)
-    with pytest.raises(CommandError, match=r"ck_tasks_note_not_null.*is violated by some row"):
+    assert "ops.set_not_null('tasks', 'wf_note')" in code(validate)
+    with pytest.raises(CommandError, match=r"ck_tasks_wf_note_not_null.*is violated by some row"):
         work.migrate()
     with work.engine.begin() as conn:
-        conn.execute(text("UPDATE tasks SET note = 'n'"))
+        conn.execute(text("UPDATE tasks SET wf_note = 'n'"))
     work.migrate()
     assert (
-        work.scalar("SELECT is_nullable FROM information_schema.columns WHERE column_name = 'note'")
+        work.scalar(
+            "SELECT is_nullable FROM information_schema.columns WHERE column_name = 'wf_note'"
+        )
         == "NO"
     )
     assert not work.scalar(
-        "SELECT count(*) FROM pg_constraint WHERE conname = 'ck_tasks_note_not_null'"
+        "SELECT count(*) FROM pg_constraint WHERE conname = 'ck_tasks_wf_note_not_null'"
     )
     with work.engine.connect() as conn:
         cfg = work.config(conn, metadata)
@@ -260,7 +267,7 @@ def test_not_null_on_an_existing_column_goes_through_a_validated_check(work: Wor
     assert {f"lint:{rule}" for rule in rules} == set(module["schema_check_exceptions"])
     work.migrate("-1", down=True)
     assert work.scalar(
-        "SELECT count(*) FROM pg_constraint WHERE conname = 'ck_tasks_note_not_null'"
+        "SELECT count(*) FROM pg_constraint WHERE conname = 'ck_tasks_wf_note_not_null'"
     )
     work.migrate()
 
@@ -268,19 +275,19 @@ def test_not_null_on_an_existing_column_goes_through_a_validated_check(work: Wor
 def test_a_native_enum_is_refused_with_the_convention(work: Workspace) -> None:
     """A native PostgreSQL enum column: no revision, one line pointing to the convention."""
     metadata = project_metadata()
-    native = sa.Enum("small", "large", name="effort")
-    metadata.tables["tasks"].append_column(sa.Column("effort", native, server_default="small"))
-    with pytest.raises(CommandError, match=r"tasks.effort is a native .*native_enum=False"):
-        work.autogenerate(metadata, "effort")
+    native = sa.Enum("small", "large", name="wf_effort")
+    metadata.tables["tasks"].append_column(sa.Column("wf_effort", native, server_default="small"))
+    with pytest.raises(CommandError, match=r"tasks.wf_effort is a native .*native_enum=False"):
+        work.autogenerate(metadata, "wf_effort")
     assert not list(work.versions.glob("*.py"))
 
 
 def test_a_not_null_column_without_a_default_is_refused(work: Workspace) -> None:
     """A NOT NULL column without server default on an existing table: refused, with the fix."""
     metadata = project_metadata()
-    metadata.tables["tasks"].append_column(sa.Column("size", sa.Integer, nullable=False))
-    with pytest.raises(CommandError, match=r"tasks.size is NOT NULL without a server default"):
-        work.autogenerate(metadata, "size")
+    metadata.tables["tasks"].append_column(sa.Column("wf_size", sa.Integer, nullable=False))
+    with pytest.raises(CommandError, match=r"tasks.wf_size is NOT NULL without a server default"):
+        work.autogenerate(metadata, "wf_size")
     assert not list(work.versions.glob("*.py"))
 
 
@@ -292,38 +299,39 @@ def numbered(k: int) -> str:
 def test_expand_backfill_contract_renames_a_column_without_losing_a_value(
     work: Workspace,
 ) -> None:
-    """note -> memo: add memo, ops.backfill in batches (one transaction each), drop note
+    """wf_note -> wf_memo: add wf_memo, ops.backfill in batches (one transaction each), drop wf_note
     with its declared exceptions; every value arrives, and comes back on downgrade."""
     ops_import = "from migrations import ops"
     exceptions = (
-        'schema_check_exceptions = {"data-survives": "note was copied to memo first", '
-        '"lint:ban-drop-column": "the app reads memo since the previous release"}'
+        'schema_check_exceptions = {"data-survives": "wf_note was copied to wf_memo first", '
+        '"lint:ban-drop-column": "the app reads wf_memo since the previous release"}'
     )
-    note = 'sa.Column("note", sa.String(50))'
+    wf_note = 'sa.Column("wf_note", sa.String(50))'
     files = {
         "a1": revision(
             numbered(1),
             head(),
-            f'op.add_column("tasks", {note})',
-            'op.drop_column("tasks", "note")',
+            f'op.add_column("tasks", {wf_note})',
+            'op.drop_column("tasks", "wf_note")',
         ),
         "a2": revision(
             numbered(2),
             numbered(1),
-            'op.add_column("tasks", sa.Column("memo", sa.String(50)))',
-            'op.drop_column("tasks", "memo")',
+            'op.add_column("tasks", sa.Column("wf_memo", sa.String(50)))',
+            'op.drop_column("tasks", "wf_memo")',
         ),
         "a3": revision(
             numbered(3),
             numbered(2),
-            'ops.backfill("tasks", "memo = note", "memo IS NULL AND note IS NOT NULL", batch=1)',
+            'ops.backfill("tasks", "wf_memo = wf_note", "wf_memo IS NULL AND wf_note IS NOT NULL", '
+            "batch=1)",
             imports=ops_import,
         ),
         "a4": revision(
             numbered(4),
             numbered(3),
-            'op.drop_column("tasks", "note")',
-            f'op.add_column("tasks", {note})\nop.execute("UPDATE tasks SET note = memo")',
+            'op.drop_column("tasks", "wf_note")',
+            f'op.add_column("tasks", {wf_note})\nop.execute("UPDATE tasks SET wf_note = wf_memo")',
             imports=exceptions,
         ),
     }
@@ -332,9 +340,9 @@ def test_expand_backfill_contract_renames_a_column_without_losing_a_value(
     work.migrate(numbered(1))
     with work.engine.begin() as conn:
         conn.execute(text("INSERT INTO tasks (user_id, title) VALUES ('c', 'z')"))
-        conn.execute(text("UPDATE tasks SET note = 'note of ' || user_id"))
+        conn.execute(text("UPDATE tasks SET wf_note = 'note of ' || user_id"))
     work.migrate()
-    assert work.scalar("SELECT string_agg(memo, ',' ORDER BY id) FROM tasks") == (
+    assert work.scalar("SELECT string_agg(wf_memo, ',' ORDER BY id) FROM tasks") == (
         "note of a,note of b,note of c"
     )
     assert work.scalar("SELECT count(DISTINCT xmin::text) FROM tasks") == 3  # 3 batches
@@ -343,7 +351,7 @@ def test_expand_backfill_contract_renames_a_column_without_losing_a_value(
         assert squawk_rules(cfg, numbered(3)) == set()
         assert squawk_rules(cfg, numbered(4)) == {"ban-drop-column"}
     work.migrate(numbered(1), down=True, allow_data_loss=True)
-    assert work.scalar("SELECT string_agg(note, ',' ORDER BY id) FROM tasks") == (
+    assert work.scalar("SELECT string_agg(wf_note, ',' ORDER BY id) FROM tasks") == (
         "note of a,note of b,note of c"
     )
 
@@ -352,7 +360,7 @@ def test_a_failed_concurrent_build_after_ordinary_ddl_says_what_stays(work: Work
     """ADD COLUMN, then a CONCURRENTLY build that fails: the line says the column stays
     committed while the version did not move, and what to do; not "rolled back"."""
     upgrade = (
-        'op.add_column("tasks", sa.Column("note", sa.Text()))\n'
+        'op.add_column("tasks", sa.Column("wf_note", sa.Text()))\n'
         'ops.create_index_concurrently("ix_tasks_one_per_user", "tasks", "user_id", unique=True)'
     )
     source = revision(numbered(1), head(), upgrade, imports="from migrations import ops")
@@ -366,7 +374,9 @@ def test_a_failed_concurrent_build_after_ordinary_ddl_says_what_stays(work: Work
     assert f"stay applied while the database is still recorded at {head()}" in message
     assert "Undo them by hand, then split the revision" in message
     assert "rolled back" not in message
-    assert work.scalar("SELECT count(*) FROM information_schema.columns WHERE column_name = 'note'")
+    assert work.scalar(
+        "SELECT count(*) FROM information_schema.columns WHERE column_name = 'wf_note'"
+    )
 
 
 def test_a_failed_step_of_a_rerunnable_revision_says_rerun(work: Workspace) -> None:
@@ -383,27 +393,39 @@ def test_a_failed_step_of_a_rerunnable_revision_says_rerun(work: Workspace) -> N
 
 
 def test_a_downgrade_that_drops_rows_refuses_unless_told(work: Workspace) -> None:
-    """downgrade base with rows in tasks: refused with the count and the flag, nothing is
-    dropped; with the flag (-x, or the config attribute) it goes through."""
-    with pytest.raises(CommandError) as exc:
-        work.migrate("base", down=True)
-    assert str(exc.value) == (
-        "downgrade of revision 0001 refused: it would drop table tasks and its 2 row(s); "
-        "nothing was dropped, the database is at 0001. To drop the data, run: "
-        "alembic -x allow-data-loss=true downgrade base (in Python: "
-        'config.attributes["allow_data_loss"] = True)'
-    )
-    assert work.scalar("SELECT count(*) FROM tasks") == 2
+    """A downgrade dropping a table with rows: refused with the count and the flag (an
+    absolute target, also for -2), nothing dropped; with the flag (-x, or the config
+    attribute) it goes through; tasks (0001) is guarded like any table."""
+    create = 'op.create_table("wf_scratch", sa.Column("id", sa.Integer, primary_key=True))'
+    scratch = revision(numbered(1), head(), create, 'op.drop_table("wf_scratch")')
+    (work.versions / "scratch.py").write_text(scratch)
+    (work.versions / "later.py").write_text(revision(numbered(2), numbered(1), "pass"))
     work.migrate()
-    with pytest.raises(CommandError, match=r"run: alembic -x allow-data-loss=true downgrade base "):
-        work.migrate(f"-{len(list(checks.history(work.config(None))))}", down=True)
+    with work.engine.begin() as conn:
+        conn.execute(text("INSERT INTO wf_scratch VALUES (1), (2)"))
+    for target in (head(), "-2"):
+        work.migrate()
+        with pytest.raises(CommandError) as exc:
+            work.migrate(target, down=True)
+        assert str(exc.value) == (
+            f"downgrade of revision {numbered(1)} refused: it would drop table wf_scratch and "
+            f"its 2 row(s); nothing was dropped, the database is at {numbered(1)}. To drop the "
+            f"data, run: alembic -x allow-data-loss=true downgrade {head()} (in Python: "
+            'config.attributes["allow_data_loss"] = True)'
+        )
+    assert work.scalar("SELECT count(*) FROM wf_scratch") == 2
     with work.engine.connect() as conn:
         cfg = work.config(conn)
         cfg.cmd_opts = argparse.Namespace(x=["allow-data-loss=true"])
-        command.downgrade(cfg, "base")
+        command.downgrade(cfg, head())
+    assert work.scalar("SELECT to_regclass('wf_scratch')") is None
+    with pytest.raises(CommandError, match=r"refused: it would drop .* and its 2 "):
+        work.migrate("base", down=True)
+    assert work.scalar("SELECT count(*) FROM tasks") == 2
+    with work.engine.begin() as conn:
+        conn.execute(text("DELETE FROM tasks"))
+    work.migrate("base", down=True)  # nothing stored: no refusal
     assert work.scalar("SELECT to_regclass('tasks')") is None
-    work.migrate()
-    work.migrate("base", down=True)  # an empty table is dropped without a word
 
 
 def test_the_cli_refuses_a_downgrade_that_drops_rows_in_one_line(work: Workspace) -> None:
@@ -413,8 +435,8 @@ def test_the_cli_refuses_a_downgrade_that_drops_rows_in_one_line(work: Workspace
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "Traceback" not in output
     failed = [line for line in output.splitlines() if line.startswith("FAILED")]
-    assert len(failed) == 1 and "its 2 row(s)" in failed[0]
-    assert "alembic -x allow-data-loss=true downgrade base" in failed[0]
+    assert len(failed) == 1 and re.search(r"refused: it would drop .* and its 2 ", failed[0])
+    assert "run: alembic -x allow-data-loss=true downgrade base" in failed[0]
 
 
 def test_a_plain_revision_gets_the_next_number_without_a_database(tmp_path: Path) -> None:
@@ -427,9 +449,9 @@ def test_a_plain_revision_gets_the_next_number_without_a_database(tmp_path: Path
         settings=nowhere,
         version_locations=f"{ROOT / 'migrations' / 'versions'}{os.pathsep}{versions}",
     )
-    command.revision(cfg, "backfill memo", version_path=str(versions))
+    command.revision(cfg, "backfill wf_memo", version_path=str(versions))
     [written] = versions.glob("*.py")
-    assert written.name == f"{numbered(1)}_backfill_memo.py"
+    assert written.name == f"{numbered(1)}_backfill_wf_memo.py"
     assert f'down_revision: str | Sequence[str] | None = "{head()}"' in written.read_text()
 
 
