@@ -389,7 +389,8 @@ def run_on(connection: Connection) -> None:
 
 
 def write_revision_without_database() -> None:
-    """`alembic revision -m` (no autogenerate): env.py only numbers the file; no database."""
+    """`alembic revision -m` (no autogenerate) and `alembic merge`: nothing to read from a
+    database (env.py only numbers a new revision), so none is started or connected to."""
     environment = getattr(context, "_proxy")  # noqa: B009  (the running EnvironmentContext)
     environment.context_opts["as_sql"] = True
     configure(settings(), dialect_name="postgresql", output_buffer=io.StringIO())
@@ -399,7 +400,7 @@ def write_revision_without_database() -> None:
 
 def run_migrations_online() -> None:
     """Connect (a Connection or Engine handed in by a caller, else the settings) and migrate."""
-    if revision_context() is not None and not autogenerating():
+    if running_command() == "merge" or (revision_context() is not None and not autogenerating()):
         write_revision_without_database()
         return
     given = config.attributes.get("connection")

@@ -440,8 +440,8 @@ def test_the_cli_refuses_a_downgrade_that_drops_rows_in_one_line(work: Workspace
 
 
 def test_a_plain_revision_gets_the_next_number_without_a_database(tmp_path: Path) -> None:
-    """`alembic revision -m` (no autogenerate) is numbered like the others; it connects to
-    nothing (the URL here leads nowhere)."""
+    """`alembic revision -m` (no autogenerate) is numbered like the others; it and `alembic
+    merge` connect to nothing (the URL here leads nowhere)."""
     versions = tmp_path / "versions"
     versions.mkdir()
     nowhere = Settings(database_url="postgresql://u:p@127.0.0.1:9/x", connect_retry_seconds=0)
@@ -453,6 +453,9 @@ def test_a_plain_revision_gets_the_next_number_without_a_database(tmp_path: Path
     [written] = versions.glob("*.py")
     assert written.name == f"{numbered(1)}_backfill_wf_memo.py"
     assert f'down_revision: str | Sequence[str] | None = "{head()}"' in written.read_text()
+    (versions / "other.py").write_text(revision(numbered(2), head(), "pass"))
+    command.merge(cfg, "heads", "merge heads", rev_id=numbered(3))  # no database either
+    assert (versions / f"{numbered(3)}_merge_heads.py").exists()
 
 
 def test_autogenerate_on_an_old_database_says_what_to_run(
