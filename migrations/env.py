@@ -62,7 +62,7 @@ def process_revision_directives(
     script = directives[0]
     if running_command() == "check":
         return  # `alembic check` only lists the differences
-    if autogenerating():
+    if compares_with_models():
         assert script.upgrade_ops is not None
         if script.upgrade_ops.is_empty():
             directives[:] = []
@@ -109,16 +109,11 @@ def revision_context() -> Any:
     return environment_opts().get("revision_context")
 
 
-def autogenerating() -> bool:
-    """True for `revision --autogenerate`, from the command line or from Python."""
-    found = revision_context()
-    return found is not None and bool(found.command_args.get("autogenerate"))
-
-
 def compares_with_models() -> bool:
     """True for the commands that compare the database with the models
     (`revision --autogenerate`, `check`), whether from the command line or from Python."""
-    return autogenerating()
+    found = revision_context()
+    return found is not None and bool(found.command_args.get("autogenerate"))
 
 
 def target_metadata() -> MetaData:
@@ -400,7 +395,8 @@ def write_revision_without_database() -> None:
 
 def run_migrations_online() -> None:
     """Connect (a Connection or Engine handed in by a caller, else the settings) and migrate."""
-    if running_command() == "merge" or (revision_context() is not None and not autogenerating()):
+    plain_revision = revision_context() is not None and not compares_with_models()
+    if plain_revision or running_command() == "merge":
         write_revision_without_database()
         return
     given = config.attributes.get("connection")
