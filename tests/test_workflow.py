@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import pkgutil
 import re
@@ -65,11 +66,14 @@ class Workspace:
             cfg.attributes["target_metadata"] = metadata
         return cfg
 
-    def autogenerate(self, metadata: sa.MetaData, message: str) -> list[Path]:
-        """`alembic revision --autogenerate -m message`: the files it wrote, in order."""
+    def autogenerate(self, metadata: sa.MetaData, message: str, hooks: bool = False) -> list[Path]:
+        """`alembic revision --autogenerate -m message`: the files it wrote, in order (ruff
+        formats them only with hooks: two processes per file; the trial runs them)."""
         before = set(self.versions.iterdir())
         with self.engine.connect() as conn:
             cfg = self.config(conn, metadata)
+            if not hooks:
+                cfg.set_section_option("post_write_hooks", "hooks", "")
             command.revision(cfg, message, autogenerate=True, version_path=str(self.versions))
         return sorted(set(self.versions.iterdir()) - before - {self.versions / "__pycache__"})
 
@@ -126,10 +130,10 @@ def test_the_new_users_trial(work: Workspace) -> None:
     metadata = project_metadata()
     tasks = metadata.tables["tasks"]
     tasks.append_column(sa.Column("wf_effort", EFFORT, server_default="small", nullable=False))
-    first = work.autogenerate(metadata, "add wf_effort")
+    first = work.autogenerate(metadata, "add wf_effort", hooks=True)
     work.migrate()
     sa.Index("ix_tasks_wf_effort", tasks.c.wf_effort)
-    second = work.autogenerate(metadata, "index wf_effort")
+    second = work.autogenerate(metadata, "index wf_effort", hooks=True)
     work.migrate()
     sa.Table(
         "wf_notes",
@@ -144,7 +148,7 @@ def test_the_new_users_trial(work: Workspace) -> None:
         ),
         sa.Column("body", sa.String(500), nullable=False),
     )
-    third = work.autogenerate(metadata, "add wf_notes")
+    third = work.autogenerate(metadata, "add wf_notes", hooks=True)
     work.migrate()
     n = int(head())
     assert [p.name for p in first + second + third] == [
@@ -210,6 +214,52 @@ def test_a_foreign_key_and_its_index_on_an_existing_table(work: Workspace) -> No
     work.migrate()
     with work.engine.connect() as conn:
         command.check(work.config(conn, metadata))
+
+
+def test_a_check_by_hand_is_added_not_valid_then_validated(work: Workspace) -> None:
+    """The README's CHECK pattern: NOT VALID in one revision (new rows are checked), then
+    ops.validate_constraint in the next; both lint-clean; an old bad row stops VALIDATE."""
+    name, check = 'op.f("ck_tasks_wf_short")', '"length(title) < 100"'
+    add = f'op.create_check_constraint({name}, "tasks", {check}, postgresql_not_valid=True)'
+    drop = 'op.drop_constraint(op.f("ck_tasks_wf_short"), "tasks", type_="check")'
+    validate = 'ops.validate_constraint("tasks", "ck_tasks_wf_short")'
+    (work.versions / "add.py").write_text(revision(numbered(1), head(), add, drop))
+    (work.versions / "validate.py").write_text(
+        revision(numbered(2), numbered(1), validate, imports="from migrations import ops")
+    )
+    with work.engine.begin() as conn:
+        conn.execute(text("INSERT INTO tasks (user_id, title) VALUES ('c', repeat('x', 150))"))
+    work.migrate(numbered(1))
+    with pytest.raises(sa.exc.IntegrityError, match="ck_tasks_wf_short"):
+        work.scalar("INSERT INTO tasks (user_id, title) VALUES ('d', repeat('y', 150))")
+    with pytest.raises(CommandError, match=r"ck_tasks_wf_short.*is violated by some row"):
+        work.migrate()
+    with work.engine.begin() as conn:
+        conn.execute(text("DELETE FROM tasks WHERE length(title) >= 100"))
+    work.migrate()
+    assert work.scalar("SELECT convalidated FROM pg_constraint WHERE conname = 'ck_tasks_wf_short'")
+    with work.engine.connect() as conn:
+        cfg = work.config(conn)
+        assert squawk_rules(cfg, numbered(1)) == squawk_rules(cfg, numbered(2)) == set()
+
+
+def test_a_new_table_whose_foreign_key_has_no_index_is_warned_about(
+    work: Workspace, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new table referencing tasks without an index on the column: a warning with the fix."""
+    metadata = project_metadata()
+    fk = sa.ForeignKey("tasks.id")
+    sa.Table(
+        "wf_links",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("task_id", sa.BigInteger, fk),
+    )
+    with caplog.at_level(logging.WARNING, logger="models"):
+        [written] = work.autogenerate(metadata, "links")
+    assert "op.create_table('wf_links'" in code(written)
+    assert "wf_links.task_id references tasks but has no index" in caplog.text
+    assert "index=True" in caplog.text
 
 
 def test_a_widening_declares_its_reviewed_exception(work: Workspace) -> None:
