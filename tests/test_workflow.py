@@ -246,7 +246,8 @@ def test_a_check_by_hand_is_added_not_valid_then_validated(work: Workspace) -> N
 def test_a_new_table_whose_foreign_key_has_no_index_is_warned_about(
     work: Workspace, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A new table referencing tasks without an index on the column: a warning with the fix."""
+    """A new table referencing tasks without an index on the column: a warning with the fix;
+    its enum column gets its named CHECK inside CREATE TABLE."""
     metadata = project_metadata()
     fk = sa.ForeignKey("tasks.id")
     sa.Table(
@@ -254,12 +255,16 @@ def test_a_new_table_whose_foreign_key_has_no_index_is_warned_about(
         metadata,
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("task_id", sa.BigInteger, fk),
+        sa.Column("kind", EFFORT, server_default="small", nullable=False),
     )
     with caplog.at_level(logging.WARNING, logger="models"):
         [written] = work.autogenerate(metadata, "links")
     assert "op.create_table('wf_links'" in code(written)
+    assert "create_constraint=True" in code(written)
     assert "wf_links.task_id references tasks but has no index" in caplog.text
     assert "index=True" in caplog.text
+    work.migrate()
+    assert work.scalar("SELECT count(*) FROM pg_constraint WHERE conname = 'ck_wf_links_wf_effort'")
 
 
 def test_a_widening_declares_its_reviewed_exception(work: Workspace) -> None:
