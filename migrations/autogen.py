@@ -9,6 +9,8 @@ turns them into revisions that apply on a live table with rows:
 - an enum column (the project's convention: `sa.Enum(..., native_enum=False,
   create_constraint=True, name=...)`) on an existing table: a varchar column, then its
   named CHECK as above; a native PostgreSQL enum is refused (see `check_column`);
+- a value added to (or removed from) such an enum: the varchar widens if needed, and the
+  CHECK, which autogenerate does not compare, is replaced `NOT VALID`, then validated;
 - NULL -> NOT NULL on an existing column: a `CHECK (col IS NOT NULL) NOT VALID`, then
   `ops.set_not_null` in the next revision (SET NOT NULL then skips its scan);
 - a new NOT NULL column on an existing table without a server default: refused;
@@ -24,6 +26,7 @@ operations (they are empty). env.py imports this module only to write revisions.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +35,7 @@ from alembic.autogenerate import renderers
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations import MigrateOperation
 from alembic.operations import ops as alembic_ops
+from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex
@@ -230,6 +234,55 @@ def _add_column(plan: Plan, op: alembic_ops.AddColumnOp, ops_: list[MigrateOpera
     plan.validate.append(ValidateConstraint(table, str(check.name)))
 
 
+def _literals(sql: str) -> set[str]:
+    """The quoted values in a CHECK as PostgreSQL prints it (an enum's allowed values)."""
+    return {value.replace("''", "'") for value in re.findall(r"'((?:[^']|'')*)'", sql)}
+
+
+def _enum_value_changes(
+    plan: Plan, metadata: sa.MetaData, bind: sa.Connection, new: set[str]
+) -> None:
+    """An enum column whose values changed (autogenerate compares no CHECK): its CHECK is
+    replaced NOT VALID, then validated by the next revision."""
+    inspector = sa.inspect(bind)
+    for table in metadata.sorted_tables:
+        if table.name in new or not inspector.has_table(table.name, schema=table.schema):
+            continue
+        found = {
+            str(c["name"]): str(c["sqltext"])
+            for c in inspector.get_check_constraints(table.name, schema=table.schema)
+        }
+        ops_: list[MigrateOperation] = []
+        for column in table.columns:
+            check = _enum_check(column)
+            name = str(check.name) if check is not None else ""
+            if check is None or name not in found:
+                continue  # no enum, or a new column (its CHECK comes with it)
+            assert isinstance(column.type, sa.Enum)
+            if set(column.type.enums) == _literals(found[name]):
+                continue
+            old = alembic_ops.CreateCheckConstraintOp(
+                check.name, table.name, sa.text(found[name]), schema=table.schema
+            )
+            ops_.append(
+                alembic_ops.DropConstraintOp(
+                    check.name, table.name, type_="check", schema=table.schema, _reverse=old
+                )
+            )
+            ops_.append(
+                alembic_ops.CreateCheckConstraintOp(
+                    check.name,
+                    table.name,
+                    sa.text(_check_sql(check)),
+                    schema=table.schema,
+                    postgresql_not_valid=True,
+                )
+            )
+            plan.validate.append(ValidateConstraint(table.name, name))
+        if ops_:
+            plan.main.append(alembic_ops.ModifyTableOps(table.name, ops_, schema=table.schema))
+
+
 def _is_widening(op: alembic_ops.AlterColumnOp) -> bool:
     old, new = op.existing_type, op.modify_type
     if not isinstance(old, sa.String) or not isinstance(new, sa.String):
@@ -241,6 +294,9 @@ def _is_widening(op: alembic_ops.AlterColumnOp) -> bool:
 
 def _alter_column(plan: Plan, op: alembic_ops.AlterColumnOp, ops_: list[MigrateOperation]) -> None:
     where = f"{op.table_name}.{op.column_name}"
+    if isinstance(op.modify_type, sa.Enum) and not op.modify_type.native_enum:
+        # A longer enum value: only the varchar widens (its CHECK: _enum_value_changes).
+        op.modify_type = sa.String(length=op.modify_type.length)
     if op.modify_nullable is False and op.existing_nullable is not False:
         name = not_null_check_name(op.table_name, op.column_name)
         ops_.append(
@@ -337,7 +393,9 @@ def _warn_unindexed_foreign_keys(upgrade_ops: alembic_ops.UpgradeOps, table: sa.
             )
 
 
-def plan(upgrade_ops: alembic_ops.UpgradeOps) -> Plan:
+def plan(
+    upgrade_ops: alembic_ops.UpgradeOps, metadata: sa.MetaData | None, bind: sa.Connection | None
+) -> Plan:
     """Sort autogenerate's operations into the revisions that apply them safely."""
     new = {op.table_name for op in upgrade_ops.ops if isinstance(op, alembic_ops.CreateTableOp)}
     result = Plan()
@@ -351,13 +409,17 @@ def plan(upgrade_ops: alembic_ops.UpgradeOps) -> Plan:
                 check_column(item.table_name, column)
             _warn_unindexed_foreign_keys(upgrade_ops, table)
         result.main.append(item)
+    if metadata is not None and bind is not None:
+        _enum_value_changes(result, metadata, bind, new)
     return result
 
 
-def rewrite(script: alembic_ops.MigrationScript) -> list[alembic_ops.MigrationScript]:
+def rewrite(
+    script: alembic_ops.MigrationScript, context: MigrationContext
+) -> list[alembic_ops.MigrationScript]:
     """The revisions to write for one autogenerated script (rev_id and head set by env.py)."""
     assert script.upgrade_ops is not None
-    sorted_ = plan(script.upgrade_ops)
+    sorted_ = plan(script.upgrade_ops, context.opts.get("target_metadata"), context.bind)
     message = script.message or "schema change"
     parts = [
         (sorted_.before, f"{message}: drop indexes first", {}),

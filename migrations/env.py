@@ -63,14 +63,12 @@ def process_revision_directives(
     if running_command() == "check":
         return  # `alembic check` only lists the differences
     if compares_with_models():
-        assert script.upgrade_ops is not None
-        if script.upgrade_ops.is_empty():
-            directives[:] = []
-            log.info("No changes between the models and the database: no revision written.")
-            return
         from migrations.autogen import rewrite
 
-        directives[:] = rewrite(script)
+        directives[:] = rewrite(script, context_)
+        if not directives:
+            log.info("No changes between the models and the database: no revision written.")
+            return
     given = revision_context().command_args.get("rev_id") if revision_context() else None
     numbers = [
         int(rev.revision)

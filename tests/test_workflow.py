@@ -327,6 +327,32 @@ def test_not_null_on_an_existing_column_goes_through_a_validated_check(work: Wor
     work.migrate()
 
 
+def test_a_new_enum_value_replaces_the_check_not_valid(work: Workspace) -> None:
+    """A value added to an enum (longer, or the same length, which autogenerate alone does
+    not see): the varchar widens, the CHECK is replaced NOT VALID and validated next."""
+    metadata = project_metadata()
+    column = sa.Column("wf_effort", EFFORT, server_default="small", nullable=False)
+    metadata.tables["tasks"].append_column(column)
+    work.autogenerate(metadata, "effort")
+    work.migrate()
+    for values in (("small", "large", "medium"), ("small", "large", "medium", "tiny")):
+        wider = sa.Enum(*values, name="wf_effort", native_enum=False, create_constraint=True)
+        metadata = project_metadata()
+        column = sa.Column("wf_effort", wider, server_default="small", nullable=False)
+        metadata.tables["tasks"].append_column(column)
+        main, validate = (code(p) for p in work.autogenerate(metadata, f"{values[-1]} effort"))
+        assert "op.drop_constraint(op.f('ck_tasks_wf_effort'), 'tasks', type_='check')" in main
+        assert f"'{values[-1]}')', postgresql_not_valid=True" in main
+        assert "ops.validate_constraint('tasks', 'ck_tasks_wf_effort')" in validate
+        work.migrate()
+        with work.engine.begin() as conn:
+            conn.execute(text(f"UPDATE tasks SET wf_effort = '{values[-1]}' WHERE user_id = 'a'"))
+        with work.engine.connect() as conn:
+            command.check(work.config(conn, metadata))
+    with pytest.raises(CommandError, match=r"ck_tasks_wf_effort.*is violated by some row"):
+        work.migrate("-2", down=True)  # 'tiny' is stored: the old CHECK cannot come back
+
+
 def test_a_native_enum_is_refused_with_the_convention(work: Workspace) -> None:
     """A native PostgreSQL enum column: no revision, one line pointing to the convention."""
     metadata = project_metadata()
