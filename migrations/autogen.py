@@ -284,7 +284,8 @@ def _enum_value_changes(
 
 
 def _is_widening(op: alembic_ops.AlterColumnOp) -> bool:
-    old, new = op.existing_type, op.modify_type
+    # Through a TypeDecorator (sqlmodel's AutoString) to the type it stores as.
+    old, new = (getattr(t, "impl_instance", t) for t in (op.existing_type, op.modify_type))
     if not isinstance(old, sa.String) or not isinstance(new, sa.String):
         return False
     if isinstance(old, (sa.CHAR, sa.Enum)) or isinstance(new, (sa.CHAR, sa.Enum)):
@@ -320,7 +321,7 @@ def _alter_column(plan: Plan, op: alembic_ops.AlterColumnOp, ops_: list[MigrateO
             return
     if op.modify_type is not None and _is_widening(op):
         assert op.existing_type is not None
-        old, new = op.existing_type.compile(dialect=_PG), op.modify_type.compile(dialect=_PG)
+        old, new = (t.compile(dialect=_PG) for t in (op.existing_type, op.modify_type))
         plan.except_(
             plan.main_exceptions,
             "lint:changing-column-type",

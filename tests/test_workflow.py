@@ -27,6 +27,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, create_engine, pool, text
+from sqlmodel.sql.sqltypes import AutoString
 
 from models.naming import NAMING_CONVENTION
 from models.settings import Settings
@@ -268,13 +269,13 @@ def test_a_new_table_whose_foreign_key_has_no_index_is_warned_about(
 
 
 def test_a_widening_declares_its_reviewed_exception(work: Workspace) -> None:
-    """varchar(20) -> varchar(40): applied without a rewrite, and the revision declares the
-    one squawk rule that fires on it, with its reason."""
+    """varchar(20) -> sqlmodel's varchar(40): applied without a rewrite, and the revision
+    declares the one squawk rule that fires on it, with its reason."""
     metadata = project_metadata()
     metadata.tables["tasks"].append_column(sa.Column("wf_note", sa.String(20)))
     work.autogenerate(metadata, "wf_note")
     work.migrate()
-    metadata.tables["tasks"].c.wf_note.type = sa.String(40)
+    metadata.tables["tasks"].c.wf_note.type = AutoString(40)  # what Field(max_length=40) gives
     [widening] = work.autogenerate(metadata, "wider wf_note")
     before = work.scalar("SELECT relfilenode FROM pg_class WHERE relname = 'tasks'")
     work.migrate()
@@ -331,7 +332,7 @@ def test_a_new_enum_value_replaces_the_check_not_valid(work: Workspace) -> None:
     """A value added to an enum (longer, or the same length, which autogenerate alone does
     not see): the varchar widens, the CHECK is replaced NOT VALID and validated next."""
     metadata = project_metadata()
-    column = sa.Column("wf_effort", EFFORT, server_default="small", nullable=False)
+    column: sa.Column[str] = sa.Column("wf_effort", EFFORT, server_default="small", nullable=False)
     metadata.tables["tasks"].append_column(column)
     work.autogenerate(metadata, "effort")
     work.migrate()
