@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import re
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -415,6 +416,20 @@ def plan(
     return result
 
 
+def render_exceptions(exceptions: dict[str, str]) -> str:
+    """The module-level declaration, each reason wrapped to fit the project's line length."""
+    lines = ["schema_check_exceptions = {"]
+    for check, reason in exceptions.items():
+        parts = textwrap.wrap(reason, width=76)
+        lines.append(f"    {check!r}: (")
+        lines += [
+            f"        {part + (' ' if n < len(parts) - 1 else '')!r}"
+            for n, part in enumerate(parts)
+        ]
+        lines.append("    ),")
+    return "\n".join([*lines, "}"])
+
+
 def rewrite(
     script: alembic_ops.MigrationScript, context: MigrationContext
 ) -> list[alembic_ops.MigrationScript]:
@@ -450,6 +465,6 @@ def rewrite(
         if exceptions:
             # Rendered after the imports: a reviewed exception, declared where a reviewer
             # sees it; the schema checks honour it for this revision alone.
-            new.imports.add(f"schema_check_exceptions = {exceptions!r}")
+            new.imports.add(render_exceptions(exceptions))
         scripts.append(new)
     return scripts

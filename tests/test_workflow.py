@@ -16,6 +16,7 @@ import os
 import pkgutil
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,7 +277,21 @@ def test_a_widening_declares_its_reviewed_exception(work: Workspace) -> None:
     work.autogenerate(metadata, "wf_note")
     work.migrate()
     metadata.tables["tasks"].c.wf_note.type = AutoString(40)  # what Field(max_length=40) gives
-    [widening] = work.autogenerate(metadata, "wider wf_note")
+    [widening] = work.autogenerate(metadata, "wider wf_note", hooks=True)
+    lint = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "--config",
+            str(ROOT / "pyproject.toml"),
+            str(widening),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert lint.returncode == 0, lint.stdout  # the declaration fits the line length too
     before = work.scalar("SELECT relfilenode FROM pg_class WHERE relname = 'tasks'")
     work.migrate()
     assert work.scalar("SELECT relfilenode FROM pg_class WHERE relname = 'tasks'") == before
