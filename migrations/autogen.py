@@ -102,10 +102,9 @@ def _index_sql(index: alembic_ops.CreateIndexOp) -> tuple[str, str | None]:
     built.table.indexes.discard(plain)  # type: ignore[union-attr]
     after_on = sql.split(" ON ", 1)[1]
     columns = after_on[after_on.index("(") + 1 : after_on.rindex(")")]
-    predicate = None
-    if where is not None:
-        predicate = str(where.compile(dialect=_PG, compile_kwargs={"literal_binds": True}))
-    return columns, predicate
+    if where is None or isinstance(where, str):
+        return columns, where
+    return columns, str(where.compile(dialect=_PG, compile_kwargs={"literal_binds": True}))
 
 
 @renderers.dispatch_for(CreateIndexConcurrently)

@@ -218,6 +218,45 @@ def test_a_foreign_key_and_its_index_on_an_existing_table(work: Workspace) -> No
         command.check(work.config(conn, metadata))
 
 
+def test_a_unique_partial_descending_index_is_built_and_dropped_concurrently(
+    work: Workspace,
+) -> None:
+    """An index with DESC, WHERE and UNIQUE on existing columns: built CONCURRENTLY with all
+    three; removed from the model, dropped CONCURRENTLY; each in a revision of its own."""
+    metadata = project_metadata()
+    tasks = metadata.tables["tasks"]
+    tasks.append_column(sa.Column("wf_a", sa.Integer))
+    tasks.append_column(sa.Column("wf_b", sa.Integer))
+    work.autogenerate(metadata, "a and b")
+    work.migrate()
+    index = sa.Index(
+        "ix_tasks_wf_a_wf_b",
+        "wf_a",
+        sa.text("wf_b DESC"),
+        unique=True,
+        postgresql_where=sa.text("wf_a > 0"),
+    )
+    index._set_parent(tasks)
+    [built] = work.autogenerate(metadata, "index a b")
+    assert (
+        "ops.create_index_concurrently('ix_tasks_wf_a_wf_b', 'tasks', 'wf_a, wf_b DESC', "
+        "unique=True, where='wf_a > 0')"
+    ) in code(built)
+    work.migrate()
+    definition = work.scalar(
+        "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_tasks_wf_a_wf_b'"
+    )
+    assert definition.endswith("USING btree (wf_a, wf_b DESC) WHERE (wf_a > 0)")
+    assert "UNIQUE" in definition
+    tasks.indexes.discard(index)
+    [dropped] = work.autogenerate(metadata, "no index a b")
+    assert "ops.drop_index_concurrently('ix_tasks_wf_a_wf_b')" in code(dropped)
+    work.migrate()
+    assert work.scalar("SELECT to_regclass('ix_tasks_wf_a_wf_b')") is None
+    work.migrate("-1", down=True)
+    assert work.scalar("SELECT to_regclass('ix_tasks_wf_a_wf_b')") is not None
+
+
 def test_a_check_by_hand_is_added_not_valid_then_validated(work: Workspace) -> None:
     """The README's CHECK pattern: NOT VALID in one revision (new rows are checked), then
     ops.validate_constraint in the next; both lint-clean; an old bad row stops VALIDATE."""
