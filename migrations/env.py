@@ -441,12 +441,13 @@ def explain_command_error(exc: CommandError, at: str | None = None) -> str:
     if "Can't locate revision" in text:
         found = text.split("identified by", 1)[-1].strip(" '\"")
         if uses_local_database():
+            here = ", ".join(context.script.get_heads())
             return (
                 f"the local database is at revision {found}, which this branch does not have: "
                 "probably another git branch's revision (one .pgdata serves every branch). "
-                "Switch back to that branch, run .venv/bin/alembic downgrade <the revision "
-                "before it>, then switch branches again (before switching, always downgrade "
-                "the revisions only your branch has)"
+                "Switch back to that branch, run .venv/bin/alembic -x allow-data-loss=true "
+                f"downgrade {here} (this branch's head), then switch again; before switching, "
+                "always downgrade the revisions only your branch has"
             )
         return (
             f"the database is at revision {found}, which this code does not have: it was "

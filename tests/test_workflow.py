@@ -628,4 +628,6 @@ def test_a_database_at_an_unknown_revision_is_explained(
         work.migrate(settings=Settings(database_url=url))
     assert "at revision 0999, which this" in str(exc.value) and says in str(exc.value)
     if url is None:
-        assert "run .venv/bin/alembic downgrade" in str(exc.value)
+        assert f"run .venv/bin/alembic -x allow-data-loss=true downgrade {head()} " in str(
+            exc.value
+        )
