@@ -50,6 +50,9 @@ HOLDER = (
 class PoolerError(DatabaseError):
     """The run reached more than one server session: a transaction pooler is in between."""
 
+    def before_any_change(self) -> PoolerError:
+        return PoolerError(f"{self}; nothing was changed")
+
 
 def pooled(connection: Connection, evidence: str) -> PoolerError:
     where = safe_url(connection.engine.url)
@@ -102,6 +105,11 @@ def _wait(conn: Connection, deadline: float, wait_seconds: float, pause: float) 
     return min(pause * 2, 1.0)
 
 
+def _reset(name: str) -> str:
+    """SQL that resets a setting for the session, as an expression (RESET is a statement)."""
+    return f"set_config('{name}', (SELECT reset_val FROM pg_settings WHERE name = '{name}'), false)"
+
+
 class MigrationLock:
     """The run's session: its advisory lock, its backend, its timeouts (see the module doc)."""
 
@@ -109,21 +117,45 @@ class MigrationLock:
         self.connection = connection
         self.timeouts = timeouts  # setting -> value, e.g. {"lock_timeout": "5000ms"}
         self.pid: int | None = None
+        # One statement, so it runs on one backend even through a pooler: on the lock's
+        # backend, reset the timeouts and unlock; elsewhere, end that backend if it sits
+        # idle holding the lock (its lock and settings go with it). True: freed.
+        resets = " AND ".join(f"{_reset(name)} IS NOT NULL" for name in timeouts)
+        self._free = (
+            f"SELECT CASE WHEN pg_backend_pid() = %(pid)s THEN {resets or 'true'} AND "
+            f"pg_advisory_unlock({LOCK_KEY}) ELSE coalesce((SELECT pg_terminate_backend(a.pid) "
+            "FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid WHERE a.pid = %(pid)s "
+            f"AND a.state = 'idle' AND {_OUR_LOCK}), false) END"
+        )
 
     def acquire(self, wait_seconds: float) -> None:
-        """Prove there is no pooler, then take the lock (see `take`)."""
+        """Prove there is no pooler, take the lock, and prove it again with the lock held
+        (a run left alone by a crowd of pooled runs is caught then)."""
         self.prove_one_session()
         self.take(wait_seconds)
+        assert self.pid is not None
+        if self._shared(self.pid):
+            evidence = f"a second connection was handed this run's session {self.pid}"
+            raise self._abandon(evidence).before_any_change()
+
+    def _shared(self, mine: int) -> bool:
+        """Does a second client connection, opened now, get the server session `mine`?"""
+        conn = self.connection
+        with conn.engine.connect() as probe, probe.begin():
+            if probe.connection.dbapi_connection is conn.connection.dbapi_connection:
+                return False  # a caller's single-connection pool: one client, nothing to prove
+            other: int = probe.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        return other == mine
 
     def prove_one_session(self) -> None:
         """Refuse when a second connection is handed this one's server session (a pooler)."""
         conn = self.connection
         with conn.begin():
             mine = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
-        with conn.engine.connect() as probe, probe.begin():
-            other = probe.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
-        if other == mine:
-            raise pooled(conn, f"two connections were handed the same server session, pid {mine}")
+        if self._shared(mine):
+            raise pooled(
+                conn, f"two connections were handed the same server session, pid {mine}"
+            ).before_any_change()
 
     def take(self, wait_seconds: float) -> None:
         """Take the lock, polling until `wait_seconds`; then guard every later transaction.
@@ -138,7 +170,9 @@ class MigrationLock:
             with conn.begin():
                 pid, held = conn.exec_driver_sql(f"SELECT pg_backend_pid(), {HELD_HERE}").one()
                 if held:
-                    raise pooled(conn, f"server session {pid} already held the migration lock")
+                    raise pooled(
+                        conn, f"server session {pid} already held the migration lock"
+                    ).before_any_change()
                 taken = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({LOCK_KEY})").scalar()
             if taken:
                 self.pid = pid
@@ -158,58 +192,56 @@ class MigrationLock:
             conn.exec_driver_sql(f"SET LOCAL {name} = '{value}'")
 
     def _on_begin(self, conn: Connection) -> None:
-        """First in every transaction: on the lock's backend? Then this transaction's timeouts."""
+        """First in every transaction: on the lock's backend? Then this transaction's timeouts.
+
+        An autocommit block (CONCURRENTLY) runs statement by statement, which no check can
+        pin to a backend: before it, a second connection must again get another session.
+        """
         raw: Any = conn.connection.dbapi_connection
-        cursor = raw.cursor()
-        try:
+        with raw.cursor() as cursor:
             cursor.execute("SELECT pg_backend_pid()")
             pid = cursor.fetchone()[0]
-            if pid != self.pid:
-                raw.rollback()
-                raise self._switched(pid)
-            scope = "SESSION" if raw.autocommit else "LOCAL"
+        if pid != self.pid:
+            raw.rollback()
+            raise self._abandon(
+                f"this run's transactions reached server sessions {self.pid} and {pid}"
+            )
+        if raw.autocommit and self._shared(pid):
+            raise self._abandon(f"a second connection was handed this run's session {pid}")
+        scope = "SESSION" if raw.autocommit else "LOCAL"
+        with raw.cursor() as cursor:
             for name, value in self.timeouts.items():
                 cursor.execute(f"SET {scope} {name} = '{value}'")
-        finally:
-            cursor.close()
 
-    def _switched(self, pid: int) -> PoolerError:
-        """The run left its backend: end that backend if idle (freeing its lock), and say so."""
-        held_by, self.pid = self.pid, None
-        event.remove(self.connection, "begin", self._on_begin)
+    def _free_lock(self) -> bool:
+        """Run the one-statement clean-up (see __init__) on whatever backend we get."""
         raw: Any = self.connection.connection.dbapi_connection
-        cursor = raw.cursor()
         try:
-            cursor.execute(
-                "SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a JOIN pg_locks l "
-                f"ON l.pid = a.pid WHERE a.pid = %s AND a.state = 'idle' AND {_OUR_LOCK}",
-                (held_by,),
-            )
-            freed = cursor.fetchone() is not None
+            with raw.cursor() as cursor:
+                cursor.execute(self._free, {"pid": self.pid})
+                row = cursor.fetchone()
             raw.commit()
-        finally:
-            cursor.close()
+        except Exception:  # e.g. not allowed to signal that backend: say how to instead
+            raw.rollback()
+            return False
+        return bool(row and row[0])
+
+    def _abandon(self, evidence: str) -> PoolerError:
+        """A pooler is in between: stop, free the lock and the session's settings, say so."""
+        event.remove(self.connection, "begin", self._on_begin)
+        held_by = self.pid
         left = (
-            f"its lock was freed by ending that idle server connection {held_by}"
-            if freed
-            else f"release its lock with SELECT pg_terminate_backend({held_by})"
+            ""
+            if self._free_lock()
+            else f"; release its lock: SELECT pg_terminate_backend({held_by})"
         )
-        return pooled(
-            self.connection,
-            f"this run's transactions reached server sessions {held_by} and {pid}; {left}",
-        )
+        self.pid = None
+        return pooled(self.connection, f"{evidence}{left}")
 
     def release(self) -> None:
-        """Reset the session's timeouts and unlock, on the lock's backend (never elsewhere)."""
+        """At the end of the run: reset the session's timeouts and unlock (see __init__)."""
         if self.pid is None:
             return
-        conn = self.connection
-        event.remove(conn, "begin", self._on_begin)
-        with conn.begin():
-            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
-            if pid != self.pid:  # reported by the run's own check; never unlock elsewhere
-                return
-            for name in self.timeouts:
-                conn.exec_driver_sql(f"RESET {name}")
-            conn.exec_driver_sql(f"SELECT pg_advisory_unlock({LOCK_KEY})")
+        event.remove(self.connection, "begin", self._on_begin)
+        self._free_lock()
         self.pid = None

@@ -76,11 +76,26 @@ def test_a_deploy_through_the_pooler_is_refused_before_any_ddl(
     assert result.returncode != 0
     [line] = failed_lines(result)
     assert "goes through a transaction pooler (two connections were handed the same" in line
+    assert line.endswith("; nothing was changed")
     assert "set DATABASE_URL_UNPOOLED to the direct URL" in line
     with direct.connect() as conn:
         assert conn.execute(text("SELECT to_regclass('alembic_version')")).scalar() is None
         assert conn.execute(ADVISORY).scalar_one() == 0
     assert server_settings(pgbouncer, direct, dbname) == {("0", "0")}
+
+
+def test_a_session_pooler_is_not_refused(
+    pg_server: PgServer, direct: Engine, dbname: str, tmp_path: Path
+) -> None:
+    """No false alarm: PgBouncer in session mode keeps one server per client, which is all a
+    migration needs, so the deploy runs through it."""
+    if pgb.binary() is None:
+        pytest.skip(pgb.MISSING)
+    with running_pgbouncer(pg_server, tmp_path / "pgb", pool_mode="session") as bouncer:
+        migrate(bouncer.url(dbname))
+    with direct.connect() as conn:
+        assert conn.execute(text("SELECT to_regclass('alembic_version')")).scalar() is not None
+        assert conn.execute(ADVISORY).scalar_one() == 0
 
 
 def test_concurrent_deploys_through_the_pooler_never_share_the_lock(
