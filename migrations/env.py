@@ -195,16 +195,19 @@ def failure(exc: Exception, s: Settings, tries: int, connection: Connection) -> 
             f"(lock_timeout {s.lock_timeout_seconds:g}s, {tries} tries); run the deploy again "
             "once the transaction holding the lock has finished"
         )
-    if code == QUERY_CANCELED:
-        why = f"it ran longer than statement_timeout ({s.statement_timeout_seconds:g}s)"
-    elif isinstance(exc, DBAPIError):
-        why = str(exc.orig).strip().splitlines()[0]
-    else:
-        why = f"{type(exc).__name__}: {exc}"
     return (
-        f"revision {revision or '?'} failed and was rolled back ({why}); "
+        f"revision {revision or '?'} failed and was rolled back ({reason(exc, s)}); "
         f"the database is at {database_at(connection)}"
     )
+
+
+def reason(exc: Exception, s: Settings) -> str:
+    """Why a revision failed, in a few words on one line."""
+    if pgcode(exc) == QUERY_CANCELED:
+        return f"it ran longer than statement_timeout ({s.statement_timeout_seconds:g}s)"
+    if isinstance(exc, DBAPIError):
+        return str(exc.orig).strip().splitlines()[0]
+    return f"{type(exc).__name__}: {exc}"
 
 
 def timeouts(s: Settings) -> dict[str, str]:
@@ -236,8 +239,8 @@ def run_joined(connection: Connection, s: Settings) -> None:
         if Progress.revision is None:
             raise
         raise CommandError(
-            f"revision {Progress.revision} failed ({exc}); the caller's transaction must be "
-            "rolled back"
+            f"revision {Progress.revision} failed ({reason(exc, s)}); the caller's transaction "
+            "must be rolled back"
         ) from exc
 
 
