@@ -47,6 +47,10 @@ HOLDER = (
 )
 
 
+# Through a pooler, how long a refused run keeps trying to reach its lock's backend to free it.
+FREE_PATIENCE = 2.0
+
+
 class PoolerError(DatabaseError):
     """The run reached more than one server session: a transaction pooler is in between."""
 
@@ -118,14 +122,12 @@ class MigrationLock:
         self.timeouts = timeouts  # setting -> value, e.g. {"lock_timeout": "5000ms"}
         self.pid: int | None = None
         # One statement, so it runs on one backend even through a pooler: on the lock's
-        # backend, reset the timeouts and unlock; elsewhere, end that backend if it sits
-        # idle holding the lock (its lock and settings go with it). True: freed.
+        # backend (and only there), reset the timeouts and unlock. True: freed. (Ending that
+        # backend instead would fail the app request a pooler hands it at that moment.)
         resets = " AND ".join(f"{_reset(name)} IS NOT NULL" for name in timeouts)
         self._free = (
-            f"SELECT CASE WHEN pg_backend_pid() = %(pid)s THEN {resets or 'true'} AND "
-            f"pg_advisory_unlock({LOCK_KEY}) ELSE coalesce((SELECT pg_terminate_backend(a.pid) "
-            "FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid WHERE a.pid = %(pid)s "
-            f"AND a.state = 'idle' AND {_OUR_LOCK}), false) END"
+            f"SELECT pg_backend_pid() = %(pid)s AND {resets or 'true'} "
+            f"AND pg_advisory_unlock({LOCK_KEY})"
         )
 
     def acquire(self, wait_seconds: float) -> None:
@@ -213,28 +215,30 @@ class MigrationLock:
             for name, value in self.timeouts.items():
                 cursor.execute(f"SET {scope} {name} = '{value}'")
 
-    def _free_lock(self) -> bool:
-        """Run the one-statement clean-up (see __init__) on whatever backend we get."""
+    def _free_lock(self, patience: float = 0.0) -> bool:
+        """Run the one-statement clean-up (see __init__) on whatever backend we get; through a
+        pooler, again for up to `patience` seconds until it lands on the lock's backend."""
         raw: Any = self.connection.connection.dbapi_connection
-        try:
-            with raw.cursor() as cursor:
-                cursor.execute(self._free, {"pid": self.pid})
-                row = cursor.fetchone()
-            raw.commit()
-        except Exception:  # e.g. not allowed to signal that backend: say how to instead
-            raw.rollback()
-            return False
-        return bool(row and row[0])
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                with raw.cursor() as cursor:
+                    cursor.execute(self._free, {"pid": self.pid})
+                    row = cursor.fetchone()
+                raw.commit()
+            except Exception:  # e.g. not allowed to signal that backend: say how to instead
+                raw.rollback()
+                return False
+            if (row and row[0]) or time.monotonic() > deadline:
+                return bool(row and row[0])
+            time.sleep(0.01)
 
     def _abandon(self, evidence: str) -> PoolerError:
         """A pooler is in between: stop, free the lock and the session's settings, say so."""
         event.remove(self.connection, "begin", self._on_begin)
         held_by = self.pid
-        left = (
-            ""
-            if self._free_lock()
-            else f"; release its lock: SELECT pg_terminate_backend({held_by})"
-        )
+        freed = self._free_lock(patience=FREE_PATIENCE)
+        left = "" if freed else f"; release its lock: SELECT pg_terminate_backend({held_by})"
         self.pid = None
         return pooled(self.connection, f"{evidence}{left}")
 

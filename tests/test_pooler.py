@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -11,15 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic.util import CommandError
 from sqlalchemy import Engine, create_engine, pool, text
 
+from migrations import lock as lock_module
 from migrations.lock import LOCK_KEY, MigrationLock, PoolerError
 from models.db import make_engine
 from models.errors import DatabaseError
 from models.settings import Settings
 from tests import pgbouncer as pgb
 from tests.pgbouncer import PgBouncer, running_pgbouncer
-from tests.support import ROOT, PgServer, clean_env, migrate, run_alembic
+from tests.support import ROOT, PgServer, clean_env, migrate
 
 ADVISORY = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
 
@@ -37,12 +40,6 @@ def direct(pg_server: PgServer, dbname: str) -> Iterator[Engine]:
     engine = create_engine(pg_server.url(dbname), poolclass=pool.NullPool)
     yield engine
     engine.dispose()
-
-
-def failed_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
-    output = result.stdout + result.stderr
-    assert "Traceback" not in output, output
-    return [line for line in output.splitlines() if line.startswith("FAILED")]
 
 
 SERVERS = text(
@@ -72,14 +69,50 @@ def test_a_deploy_through_the_pooler_is_refused_before_any_ddl(
 ) -> None:
     """Finding 1, 3: a lone `alembic upgrade head` through PgBouncer fails with one line naming
     the URL to set, before any DDL, and leaves no lock and no setting on any server."""
-    result = run_alembic("upgrade", "head", env={"DATABASE_URL": pgbouncer.dsn(dbname)})
-    assert result.returncode != 0
-    [line] = failed_lines(result)
+    with pytest.raises(CommandError) as exc:
+        migrate(pgbouncer.url(dbname))
+    line = str(exc.value)
     assert "goes through a transaction pooler (two connections were handed the same" in line
     assert line.endswith("; nothing was changed")
     assert "set DATABASE_URL_UNPOOLED to the direct URL" in line
     with direct.connect() as conn:
         assert conn.execute(text("SELECT to_regclass('alembic_version')")).scalar() is None
+        assert conn.execute(ADVISORY).scalar_one() == 0
+    assert server_settings(pgbouncer, direct, dbname) == {("0", "0")}
+
+
+def test_a_deploy_through_the_pooler_under_app_load_is_refused_and_leaves_nothing(
+    pg_server: PgServer, pgbouncer: PgBouncer, direct: Engine, dbname: str
+) -> None:
+    """Finding 3: with the app busy through the same PgBouncer, a pooled deploy is refused
+    before its revision runs; the app sees no error, and no lock or setting is left."""
+    migrate(pg_server.url(dbname), "0001")
+    app = create_engine(pgbouncer.url(dbname), pool_size=6)
+    done, errors, served = threading.Event(), [], [0]
+
+    def requests() -> None:
+        while not done.is_set():
+            try:
+                with app.connect() as conn:
+                    conn.execute(text("SELECT count(*) FROM tasks"))
+                served[0] += 1
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=requests) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    try:
+        with pytest.raises(CommandError, match="goes through a transaction pooler"):
+            migrate(pgbouncer.url(dbname))
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+        app.dispose()
+    assert errors == [] and served[0] > 10
+    with direct.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
         assert conn.execute(ADVISORY).scalar_one() == 0
     assert server_settings(pgbouncer, direct, dbname) == {("0", "0")}
 
@@ -140,15 +173,14 @@ def test_a_lock_leaked_by_a_pooler_connection_is_named_at_the_deadline(
         conn.execute(text(f"SELECT pg_advisory_lock({LOCK_KEY})"))
         conn.commit()
     leaky.dispose()
-    env = {"DATABASE_URL": direct.url.render_as_string(False), "MIGRATION_LOCK_WAIT_SECONDS": "0.3"}
-    result = run_alembic("upgrade", "head", env=env, timeout=30)
-    assert result.returncode != 0
-    [line] = failed_lines(result)
+    with pytest.raises(CommandError) as exc:
+        migrate(direct.url, settings=Settings(migration_lock_wait_seconds=0.3))
+    line = str(exc.value)
     with direct.connect() as conn:
         pid = conn.execute(
             text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
         ).scalar_one()
-    assert line.startswith("FAILED: waited 0.3s (MIGRATION_LOCK_WAIT_SECONDS) for the migration")
+    assert line.startswith("waited 0.3s (MIGRATION_LOCK_WAIT_SECONDS) for the migration lock")
     assert f"held by backend pid {pid} (application_name 'crashed-deploy'" in line
     assert f"release it with SELECT pg_terminate_backend({pid})" in line
     with direct.connect() as conn:
@@ -177,11 +209,12 @@ def test_a_lock_held_by_the_pooled_session_is_refused(
 
 
 def test_every_transaction_must_reach_the_lock_holder(
-    pgbouncer: PgBouncer, direct: Engine, dbname: str
+    pgbouncer: PgBouncer, direct: Engine, dbname: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Finding 1, 3: after the lock is taken, a transaction handed another server session is
     refused before its first statement, naming both sessions; no timeout is set for the
     session, only per transaction (SET LOCAL)."""
+    monkeypatch.setattr(lock_module, "FREE_PATIENCE", 0.1)  # the holder stays busy below
     engine = create_engine(pgbouncer.url(dbname), poolclass=pool.NullPool)
     with engine.connect() as conn, engine.connect() as squatter:
         lock = MigrationLock(conn, {"lock_timeout": "1234ms"})
@@ -196,9 +229,10 @@ def test_every_transaction_must_reach_the_lock_holder(
         squatter.begin()
         holder = squatter.execute(text("SELECT pg_backend_pid()")).scalar_one()
         assert holder == lock.pid  # PgBouncer handed the idle lock holder to the next client
-        with pytest.raises(PoolerError, match=f"reached server sessions {holder} and"):
+        with pytest.raises(PoolerError, match=f"reached server sessions {holder} and") as exc:
             conn.execute(text("SELECT 1"))
         squatter.rollback()
+    assert f"release its lock: SELECT pg_terminate_backend({holder})" in str(exc.value)
     engine.dispose()
     with direct.connect() as conn:
         assert conn.execute(text(f"SELECT pg_terminate_backend({holder})")).scalar() is True
