@@ -5,9 +5,10 @@ revisions must reach the same PostgreSQL backend. A transaction pooler (PgBounce
 pool_mode=transaction, Neon's `-pooler` host) hands every transaction any server
 connection, so none of that holds there. This module refuses such a run, in one line:
 
-- before the lock, a second client connection asks for its backend: a pooler hands a
-  lone client's last server connection to the next client (PgBouncer reuses the most
-  recently used one first), so the same pid on two connections at once proves a pooler;
+- before the lock, with the lock held, and before each autocommit block, a second client
+  connection asks for its backend: a pooler hands a lone client's last server connection
+  to the next client (PgBouncer reuses the most recently used one first), so the same pid
+  on two connections at once proves a pooler;
 - when the lock is taken, the backend must not hold it already (session advisory locks
   are re-entrant: a pooled backend would let two runs "win" it);
 - every later transaction of the run first checks that it is on the lock-holding backend
@@ -15,7 +16,9 @@ connection, so none of that holds there. This module refuses such a run, in one 
   with SET LOCAL, so they end with the transaction. Only Alembic's autocommit blocks
   (CREATE INDEX CONCURRENTLY) set them for the session; `release()` resets them.
 
-Waiting for another run's lock has a deadline; on expiry the line names the holder.
+A refused run frees its lock and resets its timeouts in one statement that acts only on
+the lock's backend. Waiting for another run's lock has a deadline; on expiry the line
+names the holder.
 Revisions never import this module: it belongs to env.py.
 """
 
@@ -126,8 +129,8 @@ class MigrationLock:
         # backend instead would fail the app request a pooler hands it at that moment.)
         resets = " AND ".join(f"{_reset(name)} IS NOT NULL" for name in timeouts)
         self._free = (
-            f"SELECT pg_backend_pid() = %(pid)s AND {resets or 'true'} "
-            f"AND pg_advisory_unlock({LOCK_KEY})"
+            f"SELECT CASE WHEN pg_backend_pid() = %(pid)s THEN {resets or 'true'} "
+            f"AND pg_advisory_unlock({LOCK_KEY}) ELSE false END"
         )
 
     def acquire(self, wait_seconds: float) -> None:
@@ -226,7 +229,7 @@ class MigrationLock:
                     cursor.execute(self._free, {"pid": self.pid})
                     row = cursor.fetchone()
                 raw.commit()
-            except Exception:  # e.g. not allowed to signal that backend: say how to instead
+            except Exception:  # e.g. the connection is gone: the line says how to release it
                 raw.rollback()
                 return False
             if (row and row[0]) or time.monotonic() > deadline:
