@@ -276,8 +276,10 @@ def run_on(connection: Connection) -> None:
                     raise CommandError(failure(exc, s, attempt + 1, connection)) from exc
                 pause = min(s.migration_retry_pause_seconds * 2**attempt, 10.0)
                 log.warning(
-                    "%s: a table was busy (lock_timeout); try %d of %d in %.1fs.",
-                    f"Revision {Progress.revision}" if Progress.revision else "alembic_version",
+                    "%s was busy (lock_timeout); try %d of %d in %.1fs.",
+                    f"A table of revision {Progress.revision}"
+                    if Progress.revision
+                    else "The version table alembic_version",
                     attempt + 2,
                     s.migration_lock_retries + 1,
                     pause,

@@ -135,14 +135,15 @@ def test_pytest_alembic_downgrade_leaves_no_trace_can_fail(
         downgrade_leaves_no_trace(pg_server, cfg)
 
 
-def test_a_busy_version_table_is_retried(db: Engine) -> None:
+def test_a_busy_version_table_is_retried(db: Engine, caplog: pytest.LogCaptureFixture) -> None:
     """Finding 4: a lock timeout on alembic_version (before any revision) is retried like a
-    revision's: the run succeeds once the lock is gone."""
+    revision's, and logged as what it is: the run succeeds once the lock is gone."""
     migrate(db.url, "0001")
-    with db.connect() as holder:
+    with db.connect() as holder, caplog.at_level(logging.WARNING, logger="models"):
         holder.execute(text("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE"))
-        threading.Timer(0.3, holder.rollback).start()
+        threading.Timer(0.3, holder.rollback).start()  # after the first try's 0.2 s timeout
         migrate(db.url, settings=FAST)
+    assert "The version table alembic_version was busy (lock_timeout); try 2 of 3" in caplog.text
     with db.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head()
 
@@ -151,14 +152,17 @@ def test_a_busy_version_table_is_explained(db: Engine) -> None:
     """Finding 4: a version table locked through every retry is reported as what it is, not
     as a connection problem."""
     migrate(db.url, "0001")
+    quick = Settings(
+        lock_timeout_seconds=0.1, migration_lock_retries=1, migration_retry_pause_seconds=0.05
+    )
     with db.connect() as holder:
         holder.execute(text("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE"))
         with pytest.raises(CommandError) as exc:
-            migrate(db.url, settings=FAST)
+            migrate(db.url, settings=quick)
         holder.rollback()
     assert str(exc.value) == (
         "the version table alembic_version was busy: another transaction holds a lock on it "
-        "(lock_timeout 0.2s, 3 tries); nothing was applied; run the deploy again once that "
+        "(lock_timeout 0.1s, 2 tries); nothing was applied; run the deploy again once that "
         "transaction has finished"
     )
 
