@@ -293,3 +293,25 @@ def test_a_pooler_restart_reaches_the_app_as_one_line(
     assert str(down.value).startswith(
         "cannot reach PostgreSQL at postgresql+psycopg2://***@127.0.0.1"
     )
+
+
+def test_an_autocommit_block_through_the_pooler_is_refused_and_frees_the_lock(
+    pgbouncer: PgBouncer, direct: Engine, dbname: str
+) -> None:
+    """Finding 1, 3: before an autocommit block (CREATE INDEX CONCURRENTLY runs statement by
+    statement, which no per-transaction check can pin), a second connection must get another
+    session; through PgBouncer it gets the run's own, so the run stops, and its lock and
+    session settings are freed on that backend."""
+    engine = create_engine(pgbouncer.url(dbname), poolclass=pool.NullPool)
+    with engine.connect() as conn:
+        lock = MigrationLock(conn, {"lock_timeout": "1234ms"})
+        lock.take(1)
+        holder = lock.pid
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        with pytest.raises(PoolerError, match=f"was handed this run's session {holder}") as exc:
+            conn.execute(text("SELECT 1"))
+    engine.dispose()
+    assert "pg_terminate_backend" not in str(exc.value)  # freed, nothing left to release
+    with direct.connect() as conn:
+        assert conn.execute(ADVISORY).scalar_one() == 0
+    assert server_settings(pgbouncer, direct, dbname) == {("0", "0")}
