@@ -8,11 +8,11 @@ import shlex
 import sys
 from pathlib import Path
 
-from bench import chain, deploy, isolation, listing, online, suite
+from bench import chain, deploy, isolation, listing, online, pooler, suite
 from bench.harness import SMOKE, Sizes, throwaway_server
 from bench.report import Table, machine
 
-NAMES = ("suite", "isolation", "deploy", "listing", "online", "chain")
+NAMES = ("suite", "isolation", "deploy", "listing", "online", "chain", "pooler")
 
 
 def ints(text: str) -> tuple[int, ...]:
@@ -58,6 +58,7 @@ def main(argv: list[str]) -> None:
             "listing": lambda: listing.run(server, sizes),
             "online": lambda: online.run(server, sizes),
             "chain": lambda: chain.run(server, sizes),
+            "pooler": lambda: pooler.run(server, sizes),
         }
         for name in names:
             table: Table = runners[name]()

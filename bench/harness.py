@@ -30,6 +30,8 @@ class Sizes:
     chain: tuple[int, ...] = (1, 10, 50)  # 6: generated revisions on top of the real ones
     checks: tuple[str, ...] = ()  # 6: the schema checks to time (empty: all)
     warmup: int = 5  # discarded runs before each timed series
+    crud_threads: tuple[int, ...] = (1, 20)  # 7: concurrent users, direct and through PgBouncer
+    crud_rounds: int = 300  # 7: create/get/update/delete rounds per user and run
 
 
 SMOKE = Sizes(
@@ -45,6 +47,8 @@ SMOKE = Sizes(
     chain=(0, 1),
     checks=("single_head", "stairway"),
     warmup=0,
+    crud_threads=(2,),
+    crud_rounds=3,
 )
 
 

@@ -1,9 +1,11 @@
 """Alembic environment: URL from the app's settings, metadata from the models.
 
 An online run holds a PostgreSQL advisory lock from start to end (concurrent deploys wait
-their turn), runs every revision in its own transaction under lock_timeout and
-statement_timeout, retries a revision that found its table busy, and turns any failure
-into one line that names the revision (`--raiseerr` shows the traceback).
+their turn, for MIGRATION_LOCK_WAIT_SECONDS at most), refuses to run through a transaction
+pooler (migrations/lock.py), runs every revision in its own transaction under lock_timeout
+and statement_timeout, retries a revision (or the version table) that was busy, and turns
+any failure into one line that names the revision (`--raiseerr` shows the traceback). In a
+caller's open transaction it joins that transaction instead and never commits it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import pkgutil
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from logging.config import fileConfig
 from typing import Any, Literal
 
@@ -24,11 +26,12 @@ from alembic.operations import MigrationScript
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection, Engine, MetaData, create_engine, event, pool
+from sqlalchemy import Connection, MetaData, create_engine, event, pool
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeDecorator
 
 from migrations.dataloss import FLAG, GUARD_OPTION, DataLossRefused
+from migrations.lock import MigrationLock, PoolerError
 from models.db import connect, explain, resolve_url
 from models.errors import DatabaseError
 from models.naming import NAMING_CONVENTION
@@ -38,8 +41,6 @@ config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 log = logging.getLogger("models")
-# pg_advisory_lock key of "a migration run is in progress" (any fixed bigint will do).
-MIGRATION_LOCK_KEY = 7_301_955_211
 LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of lock_timeout
 QUERY_CANCELED = "57014"  # SQLSTATE of statement_timeout
 
@@ -266,21 +267,34 @@ def pgcode(exc: BaseException) -> str | None:
     return getattr(getattr(exc, "orig", None), "pgcode", None)
 
 
-def failure(exc: Exception, s: Settings, tries: int) -> str:
+def database_at(connection: Connection) -> str:
+    """Where the database stands now, read afresh on a new connection (never a stale view)."""
+    try:
+        with connection.engine.connect() as fresh:
+            heads = MigrationContext.configure(fresh).get_current_heads()
+    except DBAPIError:
+        return "unknown (the server cannot be reached)"
+    return ", ".join(heads) or "base"
+
+
+def failure(exc: Exception, s: Settings, tries: int, connection: Connection) -> str:
     """One line: which revision failed, why, what of it stays committed, and where the
     database stands now (the failed transaction is already rolled back)."""
-    revision = Progress.revision or "?"
+    revision = Progress.revision
     code = pgcode(exc)
+    if code == LOCK_NOT_AVAILABLE and revision is None:
+        return (
+            f"the version table alembic_version was busy: another transaction holds a lock on "
+            f"it (lock_timeout {s.lock_timeout_seconds:g}s, {tries} tries); nothing was applied; "
+            "run the deploy again once that transaction has finished"
+        )
     if code == LOCK_NOT_AVAILABLE and not Progress.committed_ddl:
         return (
             f"revision {revision} was not applied: a table it changes was busy "
             f"(lock_timeout {s.lock_timeout_seconds:g}s, {tries} tries); run the deploy again "
             "once the transaction holding the lock has finished"
         )
-    try:
-        at = ", ".join(context.get_context().get_current_heads()) or "base"
-    except DBAPIError:
-        at = "unknown (the connection was lost)"
+    at = database_at(connection)
     if isinstance(exc, DataLossRefused):
         return (
             f"downgrade of revision {revision} refused: {exc}; nothing was dropped, the "
@@ -288,14 +302,7 @@ def failure(exc: Exception, s: Settings, tries: int) -> str:
             f"{downgrade_target()} (in Python: "
             'config.attributes["allow_data_loss"] = True)'
         )
-    if code == QUERY_CANCELED:
-        why = f"it ran longer than statement_timeout ({s.statement_timeout_seconds:g}s)"
-    elif code == LOCK_NOT_AVAILABLE:
-        why = f"a table it changes was busy (lock_timeout {s.lock_timeout_seconds:g}s)"
-    elif isinstance(exc, DBAPIError):
-        why = str(exc.orig).strip().splitlines()[0]
-    else:
-        why = f"{type(exc).__name__}: {exc}"
+    why = reason(exc, s)
     if Progress.committed_ddl:
         return (
             f"revision {revision} failed ({why}) after committing part of itself: an "
@@ -313,72 +320,106 @@ def failure(exc: Exception, s: Settings, tries: int) -> str:
     return f"revision {revision} failed and was rolled back ({why}); the database is at {at}"
 
 
-def take_lock(connection: Connection) -> None:
-    """Take the migration lock, polling instead of blocking in pg_advisory_lock().
+def reason(exc: Exception, s: Settings) -> str:
+    """Why a revision failed, in a few words on one line."""
+    if pgcode(exc) == QUERY_CANCELED:
+        return f"it ran longer than statement_timeout ({s.statement_timeout_seconds:g}s)"
+    if pgcode(exc) == LOCK_NOT_AVAILABLE:
+        return f"a table it changes was busy (lock_timeout {s.lock_timeout_seconds:g}s)"
+    if isinstance(exc, DBAPIError):
+        return str(exc.orig).strip().splitlines()[0]
+    return f"{type(exc).__name__}: {exc}"
 
-    A session blocked in pg_advisory_lock() sits in an open statement, and a CREATE INDEX
-    CONCURRENTLY in the lock holder waits for every open statement: a deadlock. Short
-    tries between pauses leave nothing open for it to wait for.
-    """
-    pause = 0.05
-    while True:
-        taken = connection.exec_driver_sql(f"SELECT pg_try_advisory_lock({MIGRATION_LOCK_KEY})")
-        if taken.scalar():
-            connection.commit()
-            return
-        connection.commit()
-        if pause == 0.05:
-            log.info("Another migration run holds the lock; waiting for it to finish.")
-        time.sleep(pause)
-        pause = min(pause * 2, 1.0)
+
+def timeouts(s: Settings) -> dict[str, str]:
+    return {
+        "lock_timeout": f"{round(s.lock_timeout_seconds * 1000)}ms",
+        "statement_timeout": f"{round(s.statement_timeout_seconds * 1000)}ms",
+    }
+
+
+def no_autocommit_block() -> Iterator[None]:
+    """Stands in for MigrationContext.autocommit_block inside a caller's transaction."""
+    raise CommandError(
+        f"revision {Progress.revision} cannot run inside the caller's open transaction (it "
+        "needs an autocommit block, e.g. CREATE INDEX CONCURRENTLY): hand env.py a connection "
+        "with no transaction open, or skip this revision (pytest-alembic: skip_revisions)"
+    )
+
+
+def run_joined(connection: Connection, s: Settings) -> None:
+    """Migrate inside a caller's open transaction: joined, never committed, not retried."""
+    MigrationLock(connection, timeouts(s)).join(s.migration_lock_wait_seconds)
+    configure(s, connection=connection)
+    setattr(context.get_context(), "autocommit_block", no_autocommit_block)  # noqa: B010
+    try:
+        context.run_migrations()
+    except (CommandError, DatabaseError):
+        raise
+    except Exception as exc:
+        if Progress.revision is None:
+            raise
+        raise CommandError(
+            f"revision {Progress.revision} failed ({reason(exc, s)}); the caller's transaction "
+            "must be rolled back"
+        ) from exc
 
 
 def run_on(connection: Connection) -> None:
-    """Migrate on one connection, holding the advisory lock for the whole run."""
+    """Migrate on one connection: in the caller's transaction if one is open; else holding
+    the advisory lock for the whole run, one transaction per revision, each proven to reach
+    the lock's backend (migrations/lock.py)."""
     s = settings()
     Progress.revision = Progress.first = None
     Progress.track(context.script)
-    take_lock(connection)
+    if connection.in_transaction():
+        run_joined(connection, s)
+        return
+    lock = MigrationLock(connection, timeouts(s))
+    lock.acquire(s.migration_lock_wait_seconds)
     stop_watching = Progress.watch(connection)
     try:
-        for statement in timeout_statements(s):
-            connection.exec_driver_sql(statement)
-        connection.commit()
         configure(s, connection=connection)
         for attempt in range(s.migration_lock_retries + 1):
+            Progress.revision = None
             try:
                 with context.begin_transaction():
                     context.run_migrations()
                 break
             except CommandError as exc:
                 raise CommandError(explain_command_error(exc, database_heads())) from exc
+            except DatabaseError:
+                raise
             except Exception as exc:
-                if Progress.revision is None:
+                code = pgcode(exc)
+                if Progress.revision is None and code != LOCK_NOT_AVAILABLE:
                     raise  # not from a revision: autogenerate, or a caller's own signal
                 if connection.in_transaction():
                     connection.rollback()
                 if (
-                    pgcode(exc) != LOCK_NOT_AVAILABLE
+                    code != LOCK_NOT_AVAILABLE
                     or attempt == s.migration_lock_retries
                     or Progress.committed_ddl
                 ):
-                    raise CommandError(failure(exc, s, attempt + 1)) from exc
+                    raise CommandError(failure(exc, s, attempt + 1, connection)) from exc
                 pause = min(s.migration_retry_pause_seconds * 2**attempt, 10.0)
                 log.warning(
-                    "Revision %s: a table was busy (lock_timeout); try %d of %d in %.1fs.",
-                    Progress.revision,
+                    "%s was busy (lock_timeout); try %d of %d in %.1fs.",
+                    f"A table of revision {Progress.revision}"
+                    if Progress.revision
+                    else "The version table alembic_version",
                     attempt + 2,
                     s.migration_lock_retries + 1,
                     pause,
                 )
                 time.sleep(pause)
+    except PoolerError as exc:
+        raise CommandError(f"{exc}; the database is at {database_at(connection)}") from None
     finally:
         stop_watching()
         if connection.in_transaction():
             connection.rollback()
-        connection.exec_driver_sql("RESET lock_timeout; RESET statement_timeout")
-        connection.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
-        connection.commit()
+        lock.release()
 
 
 def write_revision_without_database() -> None:
@@ -392,7 +433,8 @@ def write_revision_without_database() -> None:
 
 
 def run_migrations_online() -> None:
-    """Connect (a Connection or Engine handed in by a caller, else the settings) and migrate."""
+    """Connect (a connectable handed in by a caller: a Connection, or anything with
+    `.connect()`, as Alembic's cookbook does it; else the settings) and migrate."""
     plain_revision = revision_context() is not None and not compares_with_models()
     if plain_revision or running_command() == "merge":
         write_revision_without_database()
@@ -401,7 +443,7 @@ def run_migrations_online() -> None:
     if isinstance(given, Connection):
         run_on(given)
         return
-    if isinstance(given, Engine):
+    if given is not None:
         with given.connect() as connection:
             run_on(connection)
         return

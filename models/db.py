@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from sqlalchemy import URL, Connection, Engine, create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy import URL, Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from models.errors import DatabaseError
 from models.settings import Settings
@@ -34,6 +34,10 @@ RETRYABLE = (
     "the database system is shutting down",
     "server closed the connection unexpectedly",
 )
+# SQLSTATEs of a connection that failed or went away (class 08, PgBouncer's errors
+# included), or of a server shutting down or starting up.
+CONNECTION_LOST = ("08", "57P01", "57P02", "57P03")
+NEON_DOMAIN = ".neon.tech"
 
 
 def safe_url(url: URL) -> str:
@@ -134,8 +138,25 @@ def wait_for_database(engine: Engine, retry_seconds: float) -> None:
         conn.execute(text("SELECT 1"))
 
 
+def neon_direct(url: URL) -> URL | None:
+    """The direct URL of a Neon pooled one, else None.
+
+    Neon names its pooled host by adding `-pooler` to the endpoint id, the first label
+    (ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech); dropping it gives the direct
+    host of the same compute.
+    """
+    host = url.host or ""
+    endpoint, dot, domain = host.partition(".")
+    if not (endpoint.endswith("-pooler") and f"{dot}{domain}".endswith(NEON_DOMAIN)):
+        return None
+    return url.set(host=f"{endpoint.removesuffix('-pooler')}{dot}{domain}")
+
+
 def resolve_url(settings: Settings, *, for_migrations: bool = False) -> URL:
-    """The URL to use: the direct one for migrations when set, else DATABASE_URL, else local."""
+    """The URL to use: the direct one for migrations when set, else DATABASE_URL, else local.
+
+    Migrations never use Neon's pooled host: its direct twin is used instead, said in one line.
+    """
     if for_migrations and settings.migration_url:
         url = parse_url(settings.migration_url, "DATABASE_URL_UNPOOLED")
     elif settings.database_url:
@@ -144,8 +165,41 @@ def resolve_url(settings: Settings, *, for_migrations: bool = False) -> URL:
         from models.local import local_url
 
         return local_url(settings.local_pgdata)
+    direct = neon_direct(url) if for_migrations else None
+    if direct is not None:
+        log.info(
+            "%s is Neon's pooled endpoint; migrating through its direct host %s instead "
+            "(Neon's naming: the endpoint id without -pooler)",
+            url.host,
+            direct.host,
+        )
+        url = direct
     log.info("Using %s", safe_url(url))
     return url
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True when a driver error means the connection failed or was lost (not a bad query)."""
+    code = getattr(getattr(exc, "orig", None), "pgcode", None) or ""
+    return isinstance(exc, OperationalError) and (not code or code.startswith(CONNECTION_LOST))
+
+
+def _one_line_connection_errors(context: ExceptionContext) -> BaseException | None:
+    """The engine's handle_error hook: a failed or lost connection becomes a DatabaseError.
+
+    A lost connection may have committed the statement that was in flight (the commit
+    reached the server, its answer did not), so the line says so. Pre-ping failures are
+    left to the pool, which reconnects.
+    """
+    exc = context.sqlalchemy_exception
+    if context.is_pre_ping or exc is None:
+        return None
+    if not (context.is_disconnect or is_connection_error(exc)):
+        return None
+    message = explain(exc, context.engine.url) if context.engine else str(exc)
+    if context.connection is not None:
+        message += " (the connection was lost mid-request: its last write may have committed)"
+    return DatabaseError(message)
 
 
 def make_engine(url: URL, settings: Settings, **overrides: object) -> Engine:
@@ -158,7 +212,9 @@ def make_engine(url: URL, settings: Settings, **overrides: object) -> Engine:
         "connect_args": {"connect_timeout": 5, "application_name": "todo-schema"},
     }
     options.update(overrides)
-    return create_engine(url, **options)
+    engine = create_engine(url, **options)
+    event.listen(engine, "handle_error", _one_line_connection_errors)
+    return engine
 
 
 @lru_cache(maxsize=1)

@@ -46,6 +46,9 @@ class Settings:
     # between tries (it doubles each time, up to 10 s).
     migration_lock_retries: int = 3
     migration_retry_pause_seconds: float = 0.5
+    # How long a deploy waits for another deploy's migration lock before it gives up and
+    # names the holder.
+    migration_lock_wait_seconds: float = 300.0
     # Where the embedded PostgreSQL keeps its data when no DATABASE_URL is set.
     local_pgdata: Path = PROJECT_ROOT / ".pgdata"
 
@@ -66,5 +69,6 @@ class Settings:
             statement_timeout_seconds=_float(env, "MIGRATION_STATEMENT_TIMEOUT_SECONDS", 60.0),
             migration_lock_retries=int(_float(env, "MIGRATION_LOCK_RETRIES", 3)),
             migration_retry_pause_seconds=_float(env, "MIGRATION_RETRY_PAUSE_SECONDS", 0.5),
+            migration_lock_wait_seconds=_float(env, "MIGRATION_LOCK_WAIT_SECONDS", 300.0),
             local_pgdata=local,
         )

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import Connection, Engine, create_engine
 from sqlmodel import Session
 
+from tests import pgbouncer as pgb
 from tests.schema_checks import SchemaCheckError
 from tests.support import PgServer, migrate, open_server
 
@@ -31,6 +32,20 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
     """The run's PostgreSQL: TEST_DATABASE_URL's server if set, else a throwaway embedded one."""
     with open_server(tmp_path_factory.mktemp("pg", numbered=True)) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(
+    pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[pgb.PgBouncer]:
+    """A real PgBouncer in transaction mode in front of the run's PostgreSQL (127.0.0.1 only).
+
+    Skips, naming the Debian package, where the pgbouncer program is not installed.
+    """
+    if pgb.binary() is None:
+        pytest.skip(pgb.MISSING)
+    with pgb.running_pgbouncer(pg_server, tmp_path_factory.mktemp("pgb")) as bouncer:
+        yield bouncer
 
 
 @pytest.fixture(scope="session")

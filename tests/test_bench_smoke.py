@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench import chain, deploy, isolation, listing, online, suite
+import pytest
+
+from bench import chain, deploy, isolation, listing, online, pooler, suite
 from bench.harness import SMOKE
+from tests import pgbouncer as pgb
 from tests.support import PgServer
 
 TINY_SUITE = """
@@ -69,3 +72,12 @@ def test_chain_benchmark_times_the_schema_checks(pg_server: PgServer) -> None:
         *(f"`check_{name}`" for name in SMOKE.checks),
         "**all checks**",
     ]
+
+
+def test_pooler_benchmark_compares_direct_and_pgbouncer(pg_server: PgServer) -> None:
+    """7: every CRUD call is timed directly and through PgBouncer, with their p50 ratio."""
+    if pgb.binary() is None:
+        pytest.skip(pgb.MISSING)
+    table = pooler.run(pg_server, SMOKE)
+    assert [row[1] for row in table.rows] == list(pooler.OPS)
+    assert all(row[6].endswith("x") and int(row[7]) > 0 for row in table.rows)
