@@ -29,10 +29,11 @@ def _is_invalid(name: str) -> bool:
     return bool(found)
 
 
-def create_index_concurrently(name: str, table: str, columns: str) -> None:
+def create_index_concurrently(name: str, table: str, columns: str, using: str = "") -> None:
     """CREATE INDEX CONCURRENTLY outside the migration's transaction; writers never wait.
 
-    `columns` is the SQL inside the parentheses, e.g. "user_id, created_at DESC".
+    `columns` is the SQL inside the parentheses, e.g. "user_id, created_at DESC"; `using`
+    the index method when not btree (e.g. "gin").
     statement_timeout is lifted for the build (it runs alongside traffic); lock_timeout
     still bounds its waits.
     """
@@ -41,8 +42,21 @@ def create_index_concurrently(name: str, table: str, columns: str) -> None:
         op.execute("SET statement_timeout = 0")
         if _is_invalid(name):
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
-        op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} ({columns})")
+        method = f" USING {using}" if using else ""
+        op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table}{method} ({columns})")
         op.execute(f"SET statement_timeout = '{restore}ms'")
+
+
+def create_extension(name: str) -> None:
+    """CREATE EXTENSION IF NOT EXISTS, in an autocommit block (rerunnable, like the above)."""
+    with op.get_context().autocommit_block():
+        op.execute(f"CREATE EXTENSION IF NOT EXISTS {name}")
+
+
+def drop_extension(name: str) -> None:
+    """DROP EXTENSION IF EXISTS (RESTRICT: it fails while anything else still uses it)."""
+    with op.get_context().autocommit_block():
+        op.execute(f"DROP EXTENSION IF EXISTS {name}")
 
 
 def drop_index_concurrently(name: str) -> None:
