@@ -177,10 +177,16 @@ def list_tasks(
     due_before (exclusive), due_after (inclusive), sort_by ("created_at", "due_date",
     "priority", "title"), sort_order ("asc", "desc"), limit (1..1000, default 100), cursor
     (the previous page's next_cursor). Ties are broken by id; tasks without a due date
-    come last when sorting by due date. with_count=False skips the total count.
+    come last when sorting by due date. with_count=False skips the total count; v1.0's
+    complete=True/False still works (status "completed"/"pending").
     Raises InvalidArgument (HTTP 422) for a bad owner id or argument, before any SQL.
     """
     user_id = owner(user_id)
+    complete = arguments.pop("complete", None)  # v1.0's filter: the same as status
+    if complete is not None:
+        if not isinstance(complete, bool):
+            raise InvalidArgument.of("complete", "must be true, false or None")
+        arguments.setdefault("status", "completed" if complete else "pending")
     try:
         query = ListQuery.model_validate(arguments)
     except ValidationError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench import chain, deploy, isolation, listing, online, suite
+from bench import chain, contract, deploy, isolation, listing, online, suite
 from bench.harness import SMOKE
 from tests.support import PgServer
 
@@ -69,3 +69,13 @@ def test_chain_benchmark_times_the_schema_checks(pg_server: PgServer) -> None:
         *(f"`check_{name}`" for name in SMOKE.checks),
         "**all checks**",
     ]
+
+
+def test_contract_benchmark_runs_every_part(pg_server: PgServer) -> None:
+    """7: stalls per v1.1 revision, every list variant, count/search, keyset/OFFSET, round trips."""
+    stalls, lists, counts, pages, trips = contract.run(pg_server, SMOKE)
+    assert [row[0] for row in stalls.rows] == [f"`alembic upgrade {r}`" for r in contract.REVISIONS]
+    assert len(lists.rows) == len(contract.SORTS) * 2 * len(contract.FILTERS)
+    assert all(row[3].startswith("Limit") for row in lists.rows)
+    assert len(counts.rows) == 3 and len(pages.rows) == 2
+    assert [row[1] for row in trips.rows] == ["10", "6"]

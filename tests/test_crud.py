@@ -1,4 +1,4 @@
-"""Data access: CRUD works through the ORM, scoped to one user, validated before any SQL."""
+"""Data access: CRUD scoped to one user, one statement per write, validated before any SQL."""
 
 from __future__ import annotations
 
@@ -10,15 +10,18 @@ from sqlmodel import Session
 
 from models import (
     InvalidArgument,
+    Priority,
     Task,
     TaskCreate,
     TaskPage,
     TaskRead,
+    TaskReplace,
     TaskUpdate,
     create_task,
     delete_task,
     get_task,
     list_tasks,
+    replace_task,
     update_task,
 )
 
@@ -69,6 +72,7 @@ def test_list_filters_orders_newest_first_and_paginates(session: Session) -> Non
     assert ids_of(everything) == ids[::-1] and everything.count == 5
     assert not everything.has_next and everything.next_cursor is None
     assert ids_of(list_tasks(session, "alice", status="completed")) == [ids[1]]
+    assert ids_of(list_tasks(session, "alice", complete=True)) == [ids[1]]  # v1.0's filter
     assert ids_of(list_tasks(session, "alice", status="pending")) == [
         ids[4],
         ids[3],
@@ -126,3 +130,39 @@ def test_table_model_is_the_tasks_table() -> None:
         *("id", "user_id", "title", "description", "complete", "priority", "due_date"),
         *("recurring", "recurring_end_date", "tags", "created_at", "updated_at"),
     }
+
+
+def test_each_write_is_one_statement(session: Session) -> None:
+    """create, update, replace and delete each send one INSERT/UPDATE/DELETE ... RETURNING."""
+    sent: list[str] = []
+    bind = session.get_bind()
+
+    def record(*args: object) -> None:
+        statement = str(args[2]).strip().split()[0].upper()
+        if statement not in ("SAVEPOINT", "RELEASE"):  # the test's rollback isolation
+            sent.append(statement)
+
+    event.listen(bind, "before_cursor_execute", record)
+    try:
+        task = create_task(session, "alice", TaskCreate(title="t"))
+        update_task(session, "alice", task.id or 0, TaskUpdate(complete=True))
+        replace_task(
+            session,
+            "alice",
+            task.id or 0,
+            TaskReplace(title="u", complete=False, priority=Priority.LOW),
+        )
+        delete_task(session, "alice", task.id or 0)
+        assert update_task(session, "alice", task.id or 0, TaskUpdate(title="gone")) is None
+        assert delete_task(session, "alice", task.id or 0) is False
+    finally:
+        event.remove(bind, "before_cursor_execute", record)
+    assert sent == ["INSERT", "UPDATE", "UPDATE", "DELETE", "UPDATE", "DELETE"]
+
+
+def test_ids_that_cannot_exist_are_not_found(session: Session) -> None:
+    """An id beyond bigint, zero or negative is "not found" for every call, not a driver error."""
+    for bad in (0, -1, 2**63, 2**80):
+        assert get_task(session, "alice", bad) is None
+        assert update_task(session, "alice", bad, TaskUpdate(title="x")) is None
+        assert delete_task(session, "alice", bad) is False
