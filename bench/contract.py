@@ -58,7 +58,17 @@ SORTS = ("created_at", "due_date", "priority", "title")
 
 def stalls(server: PgServer, sizes: Sizes, rows: int, dsn: str) -> list[list[str]]:
     """Each new revision run as a deploy would, alone, while writers write."""
-    result = []
+    pause = 2 * sizes.around
+    took, writers = under_load(dsn, sizes, rows, lambda: time.sleep(pause))
+    baseline = f"no DDL (baseline, {pause:g} s)"
+    result = [
+        [
+            baseline,
+            f"{took:.2f}",
+            f"{sum(w.writes for w in writers):,}",
+            ms(max(w.longest for w in writers)),
+        ]
+    ]
     for rev in REVISIONS:
 
         def upgrade(rev: str = rev) -> None:

@@ -29,11 +29,14 @@ def _is_invalid(name: str) -> bool:
     return bool(found)
 
 
-def create_index_concurrently(name: str, table: str, columns: str, using: str = "") -> None:
+def create_index_concurrently(
+    name: str, table: str, columns: str, using: str = "", storage: str = ""
+) -> None:
     """CREATE INDEX CONCURRENTLY outside the migration's transaction; writers never wait.
 
     `columns` is the SQL inside the parentheses, e.g. "user_id, created_at DESC"; `using`
-    the index method when not btree (e.g. "gin").
+    the index method when not btree (e.g. "gin"); `storage` its storage parameters (e.g.
+    "fastupdate = off").
     statement_timeout is lifted for the build (it runs alongside traffic); lock_timeout
     still bounds its waits.
     """
@@ -43,7 +46,10 @@ def create_index_concurrently(name: str, table: str, columns: str, using: str = 
         if _is_invalid(name):
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
         method = f" USING {using}" if using else ""
-        op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table}{method} ({columns})")
+        params = f" WITH ({storage})" if storage else ""
+        op.execute(
+            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table}{method} ({columns}){params}"
+        )
         op.execute(f"SET statement_timeout = '{restore}ms'")
 
 

@@ -152,13 +152,13 @@ CREATE INDEX ix_tasks_user_id_priority_id ON public.tasks USING btree (user_id, 
 -- Name: ix_tasks_user_id_tags; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX ix_tasks_user_id_tags ON public.tasks USING gin (user_id, tags);
+CREATE INDEX ix_tasks_user_id_tags ON public.tasks USING gin (user_id, tags) WITH (fastupdate=off);
 
 --
 -- Name: ix_tasks_user_id_title_description; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX ix_tasks_user_id_title_description ON public.tasks USING gin (user_id, title public.gin_trgm_ops, description public.gin_trgm_ops);
+CREATE INDEX ix_tasks_user_id_title_description ON public.tasks USING gin (user_id, title public.gin_trgm_ops, description public.gin_trgm_ops) WITH (fastupdate=off);
 
 --
 -- Name: ix_tasks_user_id_title_id; Type: INDEX; Schema: public; Owner: -

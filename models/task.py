@@ -202,7 +202,14 @@ class Task(TaskBase, table=True):
         sa.Index("ix_tasks_user_id_title_id", "user_id", "title", "id"),
         # "Any of these tags" and the substring search, within one user's rows: GIN indexes
         # with user_id as a key (btree_gin), trigrams for ILIKE '%...%' (pg_trgm).
-        sa.Index("ix_tasks_user_id_tags", "user_id", "tags", postgresql_using="gin"),
+        # fastupdate off: no pending-list cleanup in some request's time (see 0009).
+        sa.Index(
+            "ix_tasks_user_id_tags",
+            "user_id",
+            "tags",
+            postgresql_using="gin",
+            postgresql_with={"fastupdate": "off"},
+        ),
         sa.Index(
             "ix_tasks_user_id_title_description",
             "user_id",
@@ -210,6 +217,7 @@ class Task(TaskBase, table=True):
             "description",
             postgresql_using="gin",
             postgresql_ops={"title": "gin_trgm_ops", "description": "gin_trgm_ops"},
+            postgresql_with={"fastupdate": "off"},
         ),
     )
 

@@ -74,7 +74,9 @@ def test_chain_benchmark_times_the_schema_checks(pg_server: PgServer) -> None:
 def test_contract_benchmark_runs_every_part(pg_server: PgServer) -> None:
     """7: stalls per v1.1 revision, every list variant, count/search, keyset/OFFSET, round trips."""
     stalls, lists, counts, pages, trips = contract.run(pg_server, SMOKE)
-    assert [row[0] for row in stalls.rows] == [f"`alembic upgrade {r}`" for r in contract.REVISIONS]
+    assert [row[0] for row in stalls.rows[1:]] == [
+        f"`alembic upgrade {r}`" for r in contract.REVISIONS
+    ]
     assert len(lists.rows) == len(contract.SORTS) * 2 * len(contract.FILTERS)
     assert all(row[3].startswith("Limit") for row in lists.rows)
     assert len(counts.rows) == 3 and len(pages.rows) == 2

@@ -14,6 +14,10 @@ halfway is finished by the next one, and CREATE INDEX CONCURRENTLY lets writers 
 - GIN (user_id, tags): "any of these tags" within one user's rows (btree_gin for user_id).
 - GIN (user_id, title gin_trgm_ops, description gin_trgm_ops): the case-insensitive
   substring search, within one user's rows.
+Both GIN indexes have fastupdate off: with it on, the write that finds the pending list
+full moves every earlier write's entries into the index in its own time (PostgreSQL's
+docs: turn it off "if consistent response time is more important than update speed");
+off, each write updates the index itself, a small steady cost.
 The downgrade drops the indexes, then the extensions if nothing else uses them.
 """
 
@@ -49,7 +53,7 @@ def upgrade() -> None:
     for name, columns in BTREE.items():
         create_index_concurrently(name, "tasks", columns)
     for name, columns in GIN.items():
-        create_index_concurrently(name, "tasks", columns, using="gin")
+        create_index_concurrently(name, "tasks", columns, using="gin", storage="fastupdate = off")
 
 
 def downgrade() -> None:
