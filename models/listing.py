@@ -32,6 +32,7 @@ from models.task import TAGS_MAX, DueDate, Priority, Tag, TaskRead, _no_nul
 
 MAX_PAGE = 1000
 SEARCH_MAX = 200
+TRIGRAM = 3
 CURSOR_MAX = 600
 Status = Literal["all", "pending", "completed"]
 SortBy = Literal["created_at", "due_date", "priority", "title"]
@@ -129,15 +130,32 @@ def _filters(user_id: str, query: ListQuery) -> list[Any]:
     return where
 
 
-def _range(where: list[Any], key: Any, desc: bool, after: tuple[Any, int] | None, n: int) -> Any:
+def _select(where: list[Any], order: list[tuple[str, bool]], n: int, via_search: bool) -> Any:
+    """At most n rows matching where, ordered by (column, descending) pairs.
+
+    A trigram search first collects its matches through the GIN index (a MATERIALIZED CTE),
+    then orders and cuts them: its cost follows the number of matches, never the walk of a
+    whole sort range that the planner may otherwise pick on a misestimate.
+    """
+    source: Any = TASKS
+    stmt = sa.select(*TASKS.c).where(*where)
+    if via_search:
+        source = stmt.cte("matches").prefix_with("MATERIALIZED")
+        stmt = sa.select(*source.c)
+    columns = [source.c[name].desc() if desc else source.c[name].asc() for name, desc in order]
+    return stmt.order_by(*columns).limit(n)
+
+
+def _range(
+    where: list[Any], key: Any, desc: bool, after: tuple[Any, int] | None, n: int, search: bool
+) -> Any:
     """Rows in (key, id) order, after the cursor's (key, id), at most n."""
     id_ = TASKS.c.id
     if after is not None:
         pair = sa.tuple_(key, id_)
         bound = sa.tuple_(sa.literal(after[0], key.type), sa.literal(after[1], id_.type))
         where = [*where, pair < bound if desc else pair > bound]
-    order = [key.desc(), id_.desc()] if desc else [key.asc(), id_.asc()]
-    return sa.select(*TASKS.c).where(*where).order_by(*order).limit(n)
+    return _select(where, [(key.name, desc), ("id", desc)], n, search)
 
 
 def _rows(session: Session, where: list[Any], query: ListQuery, n: int) -> list[Any]:
@@ -145,20 +163,21 @@ def _rows(session: Session, where: list[Any], query: ListQuery, n: int) -> list[
     after = _decode(query)
     desc = query.sort_order == "desc"
     key = TASKS.c[query.sort_by]
+    # A pattern shorter than a trigram cannot narrow the GIN index: leave it to the planner.
+    search = query.search is not None and len(query.search) >= TRIGRAM
     if query.sort_by != "due_date":
-        return list(session.execute(_range(where, key, desc, after, n)).mappings())
+        return list(session.execute(_range(where, key, desc, after, n, search)).mappings())
     # Tasks without a due date come last in both directions: first the range of dated
     # rows, then (only if the page is not full yet) the range of undated ones, by id.
     rows: list[Any] = []
     if after is None or after[0] is not None:
         dated = [*where, key.is_not(None)]
-        rows = list(session.execute(_range(dated, key, desc, after, n)).mappings())
+        rows = list(session.execute(_range(dated, key, desc, after, n, search)).mappings())
     if len(rows) < n:
         undated = [*where, key.is_(None)]
         if after is not None and after[0] is None:
             undated.append(TASKS.c.id < after[1] if desc else TASKS.c.id > after[1])
-        order = TASKS.c.id.desc() if desc else TASKS.c.id.asc()
-        stmt = sa.select(*TASKS.c).where(*undated).order_by(order).limit(n - len(rows))
+        stmt = _select(undated, [("id", desc)], n - len(rows), search)
         rows += list(session.execute(stmt).mappings())
     return rows
 

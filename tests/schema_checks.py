@@ -596,8 +596,10 @@ def check_data_survives(
     """5. Rows inserted at each revision are still there, unchanged, at head.
 
     At every revision each table gets one generated row (valid for its types, lengths and
-    foreign keys), or the rows given in data[revision][table] when generation cannot
-    satisfy a table's rules. Every later upgrade therefore runs on non-empty tables too.
+    foreign keys; if a value in every column breaks a rule between columns, the same row
+    with one nullable column left NULL), or the rows given in data[revision][table] when
+    generation cannot satisfy a table's rules. Every later upgrade therefore runs on
+    non-empty tables too.
     """
     rows: list[_Row] = []
     counter = itertools.count(1)

@@ -48,19 +48,28 @@ def expected(tasks: list[Any], sort_by: str, order: str) -> list[int]:
     return [t.id for t in dated + undated]
 
 
+@pytest.mark.parametrize("search", [None, "MiL"])
 @pytest.mark.parametrize("order", ["asc", "desc"])
 @pytest.mark.parametrize("sort_by", ["created_at", "due_date", "priority", "title"])
 def test_keyset_pages_follow_every_sort(
-    session: Session, tasks: list[Any], sort_by: str, order: str
+    session: Session, tasks: list[Any], sort_by: str, order: str, search: str | None
 ) -> None:
-    """Pages of 4 chained by cursor give every task once, in the contract's order."""
+    """Pages of 4 chained by cursor give every (matching) task once, in the contract's order."""
+    if search is not None:
+        tasks = [t for t in tasks if search.lower() in f"{t.title} {t.description}".lower()]
     seen: list[int] = []
     cursor = None
     while True:
         page = list_tasks(
-            session, "lister", sort_by=sort_by, sort_order=order, limit=4, cursor=cursor
+            session,
+            "lister",
+            sort_by=sort_by,
+            sort_order=order,
+            limit=4,
+            cursor=cursor,
+            search=search,
         )
-        assert page.count == 23
+        assert page.count == len(tasks)
         seen += [t.id for t in page.tasks]
         if not page.has_next:
             assert page.next_cursor is None
