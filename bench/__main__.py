@@ -6,13 +6,14 @@ import argparse
 import dataclasses
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from bench import chain, deploy, isolation, listing, online, pooler, suite
+from bench import chain, contract, deploy, isolation, listing, online, pooler, suite
 from bench.harness import SMOKE, Sizes, throwaway_server
 from bench.report import Table, machine
 
-NAMES = ("suite", "isolation", "deploy", "listing", "online", "chain", "pooler")
+NAMES = ("suite", "isolation", "deploy", "listing", "online", "chain", "pooler", "contract")
 
 
 def ints(text: str) -> tuple[int, ...]:
@@ -51,7 +52,7 @@ def main(argv: list[str]) -> None:
     parts = ["# Benchmark results", "", machine(command), ""]
     print("\n".join(parts), flush=True)
     with throwaway_server() as server:
-        runners = {
+        runners: dict[str, Callable[[], Table | list[Table]]] = {
             "suite": lambda: suite.run(sizes),
             "isolation": lambda: isolation.run(server, sizes),
             "deploy": lambda: deploy.run(server, sizes),
@@ -59,11 +60,13 @@ def main(argv: list[str]) -> None:
             "online": lambda: online.run(server, sizes),
             "chain": lambda: chain.run(server, sizes),
             "pooler": lambda: pooler.run(server, sizes),
+            "contract": lambda: contract.run(server, sizes),
         }
         for name in names:
-            table: Table = runners[name]()
-            print(table.markdown(), flush=True)
-            parts.append(table.markdown())
+            result: Table | list[Table] = runners[name]()
+            for table in result if isinstance(result, list) else [result]:
+                print(table.markdown(), flush=True)
+                parts.append(table.markdown())
     if args.output:
         args.output.write_text("\n".join(parts))
 

@@ -59,22 +59,45 @@ def _online() -> Iterator[None]:
 
 
 def create_index_concurrently(
-    name: str, table: str, columns: str, *, unique: bool = False, where: str | None = None
+    name: str,
+    table: str,
+    columns: str,
+    using: str = "",
+    storage: str = "",
+    *,
+    unique: bool = False,
+    where: str | None = None,
 ) -> None:
     """CREATE [UNIQUE] INDEX CONCURRENTLY outside the migration's transaction; writers never wait.
 
-    `columns` is the SQL inside the parentheses, e.g. "user_id, created_at DESC"; `where`
-    makes it a partial index. statement_timeout is lifted for the build (it runs alongside
-    traffic); lock_timeout still bounds its waits.
+    `columns` is the SQL inside the parentheses, e.g. "user_id, created_at DESC"; `using`
+    the index method when not btree (e.g. "gin"); `storage` its storage parameters (e.g.
+    "fastupdate = off"); `where` makes it a partial index. statement_timeout is lifted for
+    the build (it runs alongside traffic); lock_timeout still bounds its waits.
     """
     kind = "UNIQUE INDEX" if unique else "INDEX"
     predicate = f" WHERE {where}" if where else ""
     with _online():
         if _is_invalid(name):
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+        method = f" USING {using}" if using else ""
+        params = f" WITH ({storage})" if storage else ""
         op.execute(
-            f"CREATE {kind} CONCURRENTLY IF NOT EXISTS {name} ON {table} ({columns}){predicate}"
+            f"CREATE {kind} CONCURRENTLY IF NOT EXISTS {name} ON {table}{method} ({columns})"
+            f"{params}{predicate}"
         )
+
+
+def create_extension(name: str) -> None:
+    """CREATE EXTENSION IF NOT EXISTS, in an autocommit block (rerunnable, like the above)."""
+    with op.get_context().autocommit_block():
+        op.execute(f"CREATE EXTENSION IF NOT EXISTS {name}")
+
+
+def drop_extension(name: str) -> None:
+    """DROP EXTENSION IF EXISTS (RESTRICT: it fails while anything else still uses it)."""
+    with op.get_context().autocommit_block():
+        op.execute(f"DROP EXTENSION IF EXISTS {name}")
 
 
 def drop_index_concurrently(name: str) -> None:

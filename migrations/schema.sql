@@ -3,6 +3,52 @@
 -- changing a revision and commit the result; a test fails while this file is stale.
 
 --
+-- Name: btree_gin; Type: EXTENSION; Schema: -; Owner: -
+--
+
+CREATE EXTENSION IF NOT EXISTS btree_gin WITH SCHEMA public;
+
+--
+-- Name: EXTENSION btree_gin; Type: COMMENT; Schema: -; Owner: -
+--
+
+COMMENT ON EXTENSION btree_gin IS 'support for indexing common datatypes in GIN';
+
+--
+-- Name: pg_trgm; Type: EXTENSION; Schema: -; Owner: -
+--
+
+CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public;
+
+--
+-- Name: EXTENSION pg_trgm; Type: COMMENT; Schema: -; Owner: -
+--
+
+COMMENT ON EXTENSION pg_trgm IS 'text similarity measurement and index searching based on trigrams';
+
+--
+-- Name: task_priority; Type: TYPE; Schema: public; Owner: -
+--
+
+CREATE TYPE public.task_priority AS ENUM (
+    'low',
+    'medium',
+    'high'
+);
+
+--
+-- Name: task_recurring; Type: TYPE; Schema: public; Owner: -
+--
+
+CREATE TYPE public.task_recurring AS ENUM (
+    'none',
+    'daily',
+    'weekly',
+    'monthly',
+    'yearly'
+);
+
+--
 -- Name: tasks_set_updated_at(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -19,6 +65,22 @@ END;
 $$;
 
 --
+-- Name: tasks_tags_valid(text[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.tasks_tags_valid(tags text[]) RETURNS boolean
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS $$
+    SELECT cardinality(tags) <= 20
+        AND (cardinality(tags) = 0 OR (array_ndims(tags) = 1 AND array_lower(tags, 1) = 1))
+        AND NOT EXISTS (
+            SELECT FROM unnest(tags) AS t(tag)
+            WHERE tag IS NULL OR char_length(tag) > 50 OR tag !~ '[^\u0009\u000a\u000b\u000c\u000d\u001c\u001d\u001e\u001f\u0020\u0085\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000]'
+        )
+        AND (SELECT count(DISTINCT lower(tag)) FROM unnest(tags) AS t(tag)) = cardinality(tags)
+$$;
+
+--
 -- Name: tasks; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -30,6 +92,14 @@ CREATE TABLE public.tasks (
     complete boolean DEFAULT false NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    priority public.task_priority DEFAULT 'medium'::public.task_priority NOT NULL,
+    due_date timestamp with time zone,
+    recurring public.task_recurring DEFAULT 'none'::public.task_recurring NOT NULL,
+    recurring_end_date timestamp with time zone,
+    tags text[] DEFAULT '{}'::text[] NOT NULL,
+    CONSTRAINT ck_tasks_recurring_end_date_valid CHECK (((recurring_end_date IS NULL) OR ((recurring <> 'none'::public.task_recurring) AND (recurring_end_date >= due_date)))),
+    CONSTRAINT ck_tasks_recurring_needs_due_date CHECK (((recurring = 'none'::public.task_recurring) OR (due_date IS NOT NULL))),
+    CONSTRAINT ck_tasks_tags_valid CHECK (public.tasks_tags_valid(tags)),
     CONSTRAINT ck_tasks_title_not_blank CHECK (((title)::text ~ '[^\u0009\u000a\u000b\u000c\u000d\u001c\u001d\u001e\u001f\u0020\u0085\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000]'::text)),
     CONSTRAINT ck_tasks_user_id_not_blank CHECK (((user_id)::text ~ '[^\u0009\u000a\u000b\u000c\u000d\u001c\u001d\u001e\u001f\u0020\u0085\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000]'::text))
 );
@@ -65,6 +135,36 @@ CREATE INDEX ix_tasks_user_id_complete_created_at_id ON public.tasks USING btree
 --
 
 CREATE INDEX ix_tasks_user_id_created_at_id ON public.tasks USING btree (user_id, created_at DESC, id DESC);
+
+--
+-- Name: ix_tasks_user_id_due_date_id; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_tasks_user_id_due_date_id ON public.tasks USING btree (user_id, due_date, id);
+
+--
+-- Name: ix_tasks_user_id_priority_id; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_tasks_user_id_priority_id ON public.tasks USING btree (user_id, priority, id);
+
+--
+-- Name: ix_tasks_user_id_tags; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_tasks_user_id_tags ON public.tasks USING gin (user_id, tags) WITH (fastupdate=off);
+
+--
+-- Name: ix_tasks_user_id_title_description; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_tasks_user_id_title_description ON public.tasks USING gin (user_id, title public.gin_trgm_ops, description public.gin_trgm_ops) WITH (fastupdate=off);
+
+--
+-- Name: ix_tasks_user_id_title_id; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_tasks_user_id_title_id ON public.tasks USING btree (user_id, title, id);
 
 --
 -- Name: tasks tr_tasks_set_updated_at; Type: TRIGGER; Schema: public; Owner: -

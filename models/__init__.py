@@ -11,17 +11,33 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from models.crud import create_task, delete_task, get_task, list_tasks, update_task
+    from models.crud import create_task, delete_task, get_task, replace_task, update_task
     from models.db import get_engine, get_session, make_engine, parse_url
-    from models.errors import DatabaseError
+    from models.errors import DatabaseError, InvalidArgument
+    from models.listing import ListQuery, TaskPage, list_tasks
     from models.naming import NAMING_CONVENTION
     from models.settings import Settings
-    from models.task import Task, TaskCreate, TaskRead, TaskUpdate
+    from models.task import (
+        Priority,
+        Recurring,
+        Task,
+        TaskCreate,
+        TaskRead,
+        TaskReplace,
+        TaskUpdate,
+    )
 
 # Where each public name lives.
 _HOME = {
     "NAMING_CONVENTION": "models.naming",
     "DatabaseError": "models.errors",
+    "InvalidArgument": "models.errors",
+    "ListQuery": "models.listing",
+    "TaskPage": "models.listing",
+    "Priority": "models.task",
+    "Recurring": "models.task",
+    "TaskReplace": "models.task",
+    "replace_task": "models.crud",
     "Settings": "models.settings",
     "Task": "models.task",
     "TaskCreate": "models.task",
@@ -32,7 +48,7 @@ _HOME = {
     "get_engine": "models.db",
     "get_session": "models.db",
     "get_task": "models.crud",
-    "list_tasks": "models.crud",
+    "list_tasks": "models.listing",
     "make_engine": "models.db",
     "parse_url": "models.db",
     "update_task": "models.crud",
@@ -40,10 +56,16 @@ _HOME = {
 __all__ = [
     "NAMING_CONVENTION",
     "DatabaseError",
+    "InvalidArgument",
+    "ListQuery",
+    "Priority",
+    "Recurring",
     "Settings",
     "Task",
     "TaskCreate",
+    "TaskPage",
     "TaskRead",
+    "TaskReplace",
     "TaskUpdate",
     "create_task",
     "delete_task",
@@ -53,6 +75,7 @@ __all__ = [
     "list_tasks",
     "make_engine",
     "parse_url",
+    "replace_task",
     "update_task",
 ]
 

@@ -1,75 +1,140 @@
-"""Data access, always scoped to one owner: another user's task is "not found" (None/False)."""
+"""Data access, always scoped to one owner: another user's task is "not found" (None/False).
+
+Each create, update and delete is one statement (INSERT/UPDATE/DELETE ... RETURNING) plus
+its commit, so a request racing another one on the same task gets the task or "not found",
+never an exception. Bad arguments raise InvalidArgument (HTTP 422), before any SQL is sent.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any, TypeVar
 
-from sqlmodel import Session, SQLModel, col, select
+import sqlalchemy as sa
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
 
-from models.task import Task, TaskCreate, TaskUpdate, UserId
+from models.errors import InvalidArgument
+from models.task import Task, TaskCreate, TaskReplace, TaskUpdate, UserId
 
-MAX_PAGE = 100
+TASKS: sa.Table = Task.__table__  # type: ignore[attr-defined]
+BIGINT_MAX = 2**63 - 1
+_USER_ID = TypeAdapter(UserId)
+# The database's rules that a write may still break (a partial update meets the stored
+# row): which field each is about, and what to tell the client.
+RULES = {
+    "ck_tasks_recurring_needs_due_date": (
+        "recurring",
+        "recurring other than 'none' needs a due_date",
+    ),
+    "ck_tasks_recurring_end_date_valid": (
+        "recurring_end_date",
+        "recurring_end_date needs recurring other than 'none' and must not be before due_date",
+    ),
+    "ck_tasks_tags_valid": (
+        "tags",
+        "tags must be 0-20 distinct (ignoring case), non-blank, 1-50 characters",
+    ),
+    "ck_tasks_title_not_blank": ("title", "must not be empty or whitespace only"),
+}
+M = TypeVar("M", bound=BaseModel)
 
 
-class _Owner(SQLModel):
-    user_id: UserId
+def invalid(exc: ValidationError, prefix: tuple[str, ...] = ()) -> InvalidArgument:
+    """A pydantic ValidationError as the project's InvalidArgument (same loc/msg/type)."""
+    return InvalidArgument(
+        [
+            {"loc": [*prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_url=False, include_context=False, include_input=False)
+        ]
+    )
 
 
-def _owner(user_id: str) -> str:
+def owner(user_id: object) -> str:
     """Validate the owner id like the table's rules do, before any SQL is sent."""
-    return _Owner(user_id=user_id).user_id
+    try:
+        return _USER_ID.validate_python(user_id)
+    except ValidationError as exc:
+        raise invalid(exc, ("user_id",)) from None
+
+
+def _validated(model: type[M], data: BaseModel) -> M:
+    """data checked again as `model` (it may have been built with model_construct)."""
+    try:
+        return model.model_validate(data.model_dump(exclude_unset=model is TaskUpdate))
+    except ValidationError as exc:
+        raise invalid(exc) from None
+
+
+def _task(row: Any) -> Task:
+    return Task.model_validate(dict(row))
+
+
+def _write(session: Session, stmt: Any) -> Any:
+    """Run one writing statement and commit; a broken rule becomes InvalidArgument."""
+    try:
+        row = session.execute(stmt).mappings().first()
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        name = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+        if name not in RULES:
+            raise
+        field, message = RULES[name]
+        raise InvalidArgument.of(field, message) from None
+    return row
+
+
+def _where(user_id: str, task_id: object) -> list[Any] | None:
+    """The row filter for this owner's task; None if task_id cannot be a task's id."""
+    if isinstance(task_id, bool) or not isinstance(task_id, int) or not 0 < task_id <= BIGINT_MAX:
+        return None
+    return [TASKS.c.id == task_id, TASKS.c.user_id == owner(user_id)]
 
 
 def create_task(session: Session, user_id: str, data: TaskCreate) -> Task:
     """Insert a task owned by user_id and return it with its generated fields."""
-    task = Task.model_validate(data.model_dump(), update={"user_id": user_id})
-    session.add(task)
-    session.commit()
-    session.refresh(task)
-    return task
+    values = _validated(TaskCreate, data).model_dump()
+    stmt = sa.insert(TASKS).values(user_id=owner(user_id), **values).returning(*TASKS.c)
+    return _task(_write(session, stmt))
 
 
 def get_task(session: Session, user_id: str, task_id: int) -> Task | None:
     """The task with this id if user_id owns it, else None."""
-    stmt = select(Task).where(Task.id == task_id, Task.user_id == _owner(user_id))
-    return session.exec(stmt).first()
+    where = _where(user_id, task_id)
+    if where is None:
+        owner(user_id)
+        return None
+    row = session.execute(sa.select(*TASKS.c).where(*where)).mappings().first()
+    return None if row is None else _task(row)
 
 
-def list_tasks(
-    session: Session,
-    user_id: str,
-    *,
-    complete: bool | None = None,
-    limit: int = 50,
-    offset: int = 0,
-) -> Sequence[Task]:
-    """A page of user_id's tasks, newest first, optionally only (in)complete ones."""
-    if not 1 <= limit <= MAX_PAGE or offset < 0:
-        raise ValueError(f"limit must be 1..{MAX_PAGE} and offset >= 0")
-    stmt = select(Task).where(Task.user_id == _owner(user_id))
-    if complete is not None:
-        stmt = stmt.where(Task.complete == complete)
-    stmt = stmt.order_by(col(Task.created_at).desc(), col(Task.id).desc())
-    return session.exec(stmt.limit(limit).offset(offset)).all()
+def _change(session: Session, user_id: str, task_id: int, values: dict[str, Any]) -> Task | None:
+    where = _where(user_id, task_id)
+    if where is None:
+        owner(user_id)
+        return None
+    if not values:
+        return get_task(session, user_id, task_id)
+    row = _write(session, sa.update(TASKS).where(*where).values(**values).returning(*TASKS.c))
+    return None if row is None else _task(row)
 
 
 def update_task(session: Session, user_id: str, task_id: int, data: TaskUpdate) -> Task | None:
     """Apply the fields set in data to user_id's task; None if there is no such task."""
-    task = get_task(session, user_id, task_id)
-    if task is None:
-        return None
-    task.sqlmodel_update(data.model_dump(exclude_unset=True))
-    session.add(task)
-    session.commit()
-    session.refresh(task)
-    return task
+    values = _validated(TaskUpdate, data).model_dump(exclude_unset=True)
+    return _change(session, user_id, task_id, values)
+
+
+def replace_task(session: Session, user_id: str, task_id: int, data: TaskReplace) -> Task | None:
+    """Replace every client field of user_id's task (PUT); None if there is no such task."""
+    return _change(session, user_id, task_id, _validated(TaskReplace, data).model_dump())
 
 
 def delete_task(session: Session, user_id: str, task_id: int) -> bool:
-    """Delete user_id's task; False if there is no such task."""
-    task = get_task(session, user_id, task_id)
-    if task is None:
+    """Delete user_id's task; False if there is no such task (or it is already gone)."""
+    where = _where(user_id, task_id)
+    if where is None:
+        owner(user_id)
         return False
-    session.delete(task)
-    session.commit()
-    return True
+    return _write(session, sa.delete(TASKS).where(*where).returning(TASKS.c.id)) is not None

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Iterator
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event, text
@@ -217,11 +217,26 @@ def make_engine(url: URL, settings: Settings, **overrides: object) -> Engine:
     return engine
 
 
-@lru_cache(maxsize=1)
+_engine: Engine | None = None
+_engine_lock = threading.Lock()
+
+
 def get_engine() -> Engine:
-    """The process-wide engine for the app, built from the environment on first use."""
-    settings = Settings.from_env()
-    return make_engine(resolve_url(settings), settings)
+    """The process-wide engine for the app, built from the environment on first use.
+
+    FastAPI runs sync routes in a thread pool, so the first requests ask for it from many
+    threads at once: the lock makes exactly one of them build it (and start the embedded
+    server); the others wait and share it.
+    """
+    global _engine
+    engine = _engine
+    if engine is None:
+        with _engine_lock:
+            if _engine is None:
+                settings = Settings.from_env()
+                _engine = make_engine(resolve_url(settings), settings)
+            engine = _engine
+    return engine
 
 
 def get_session() -> Iterator[Session]:

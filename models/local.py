@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import logging
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,10 @@ from models.errors import DatabaseError
 
 LOCAL_DBNAME = "todo"
 log = logging.getLogger("models")
+# The server URL of each data folder this process has started (or attached to): a folder
+# is started once per process, whatever the number of threads asking at once.
+_started: dict[Path, URL] = {}
+_started_lock = threading.Lock()
 
 
 def start_server(pgdata: Path, cleanup_mode: str | None = "stop") -> Any:
@@ -69,9 +74,17 @@ def create_database(server_url: URL, dbname: str) -> None:
 
 
 def local_url(pgdata: Path, dbname: str = LOCAL_DBNAME) -> URL:
-    """Start the local server on demand and return the URL of its `dbname` database."""
-    server = start_server(pgdata)
-    url = make_url(server.get_uri()).set(drivername=DRIVER)
-    create_database(url, dbname)
-    log.info("Using the embedded PostgreSQL in %s (DATABASE_URL is not set)", pgdata)
+    """Start the local server on demand and return the URL of its `dbname` database.
+
+    Once per process and data folder: other threads wait for the first one's start (the
+    embedded server's own guard only works between processes).
+    """
+    key = pgdata.resolve()
+    with _started_lock:
+        url = _started.get(key)
+        if url is None:
+            server = start_server(pgdata)
+            url = _started[key] = make_url(server.get_uri()).set(drivername=DRIVER)
+            log.info("Using the embedded PostgreSQL in %s (DATABASE_URL is not set)", pgdata)
+        create_database(url, dbname)
     return url.set(database=dbname)

@@ -1,12 +1,14 @@
-"""The `tasks` table and its API schemas (data contract v1.0.0): the field rules live here once."""
+"""The `tasks` table and its API schemas (data contract v1.1.0): the field rules live here once."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from pydantic import AfterValidator, StringConstraints, field_validator
+from pydantic import AfterValidator, StringConstraints, field_validator, model_validator
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -18,6 +20,8 @@ SQLModel.metadata.naming_convention = NAMING_CONVENTION
 USER_ID_MAX = 255
 TITLE_MAX = 200
 DESCRIPTION_MAX = 1000
+TAG_MAX = 50
+TAGS_MAX = 20
 # Exactly the characters Python's str.isspace() accepts (a test scans all of Unicode), so
 # "blank" means the same in the API schemas and the CHECKs (PostgreSQL's \s depends on
 # the locale). Written out: scanning 1.1M code points at import costs 65 ms per deploy.
@@ -44,9 +48,21 @@ def _no_nul(value: str) -> str:
     return value
 
 
+def _unique_tags(tags: list[str]) -> list[str]:
+    """No two tags of a task may differ only in case (the database compares with lower())."""
+    seen: set[str] = set()
+    for tag in tags:
+        if tag.lower() in seen:
+            raise ValueError(f"tag {tag!r} is repeated (tags are compared case-insensitively)")
+        seen.add(tag.lower())
+    return tags
+
+
 UserId = Annotated[str, StringConstraints(max_length=USER_ID_MAX), AfterValidator(_clean)]
 Title = Annotated[str, StringConstraints(max_length=TITLE_MAX), AfterValidator(_clean)]
 Description = Annotated[str, StringConstraints(max_length=DESCRIPTION_MAX), AfterValidator(_no_nul)]
+Tag = Annotated[str, StringConstraints(max_length=TAG_MAX), AfterValidator(_clean)]
+Tags = Annotated[list[Tag], Field(max_length=TAGS_MAX), AfterValidator(_unique_tags)]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -57,6 +73,37 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         return None if value is None else value.astimezone(UTC)
+
+
+class Priority(StrEnum):
+    """Stored as the native enum task_priority: it sorts low < medium < high (declaration order)."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class Recurring(StrEnum):
+    """Stored as the native enum task_recurring; anything but NONE needs a due_date."""
+
+    NONE = "none"
+    DAILY = "daily"
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+    YEARLY = "yearly"
+
+
+def _enum(cls: type[StrEnum], name: str) -> sa.Enum:
+    """A native PostgreSQL enum of cls's values (the client's strings), in declaration order."""
+    return sa.Enum(cls, name=name, values_callable=lambda e: [m.value for m in e])
+
+
+def _as_utc(value: datetime) -> datetime:
+    """A timestamp without a zone is read as UTC; any other is converted to UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+DueDate = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 def _timestamp(**kwargs: Any) -> Any:
@@ -73,6 +120,45 @@ class TaskBase(SQLModel):
 
     title: Title = Field(max_length=TITLE_MAX)
     description: Description | None = Field(default=None, max_length=DESCRIPTION_MAX)
+    priority: Priority = Field(
+        default=Priority.MEDIUM,
+        sa_type=_enum(Priority, "task_priority"),
+        sa_column_kwargs={"server_default": Priority.MEDIUM.value},
+        nullable=False,
+    )
+    due_date: DueDate | None = Field(default=None, sa_type=UTCDateTime)
+    recurring: Recurring = Field(
+        default=Recurring.NONE,
+        sa_type=_enum(Recurring, "task_recurring"),
+        sa_column_kwargs={"server_default": Recurring.NONE.value},
+        nullable=False,
+    )
+    recurring_end_date: DueDate | None = Field(default=None, sa_type=UTCDateTime)
+    tags: Tags = Field(
+        default_factory=list,
+        sa_type=postgresql.ARRAY(sa.Text),
+        sa_column_kwargs={"server_default": sa.text("'{}'::text[]")},
+        nullable=False,
+    )
+
+    @model_validator(mode="after")
+    def _recurrence_rules(self) -> Any:
+        """A recurrence needs a due date; an end date needs a recurrence and is not before it."""
+        check_recurrence(self.recurring, self.due_date, self.recurring_end_date)
+        return self
+
+
+def check_recurrence(
+    recurring: Recurring | None, due_date: datetime | None, end: datetime | None
+) -> None:
+    """The rules of ck_tasks_recurring_*; None for a value not known here (a partial update)."""
+    if recurring not in (None, Recurring.NONE) and due_date is None:
+        raise ValueError("recurring other than 'none' needs a due_date")
+    if end is not None:
+        if recurring == Recurring.NONE:
+            raise ValueError("recurring_end_date needs recurring other than 'none'")
+        if due_date is not None and end < due_date:
+            raise ValueError("recurring_end_date must not be before due_date")
 
 
 class Task(TaskBase, table=True):
@@ -82,6 +168,17 @@ class Task(TaskBase, table=True):
     __table_args__ = (
         sa.CheckConstraint(f"user_id ~ '{NOT_BLANK_REGEX}'", name="user_id_not_blank"),
         sa.CheckConstraint(f"title ~ '{NOT_BLANK_REGEX}'", name="title_not_blank"),
+        sa.CheckConstraint(
+            "recurring = 'none' OR due_date IS NOT NULL", name="recurring_needs_due_date"
+        ),
+        sa.CheckConstraint(
+            "recurring_end_date IS NULL "
+            "OR (recurring <> 'none' AND recurring_end_date >= due_date)",
+            name="recurring_end_date_valid",
+        ),
+        # tasks_tags_valid(): 0..20 tags, each 1..50 characters, not blank, no two equal
+        # after lower(); an IMMUTABLE SQL function written by hand in revision 0007.
+        sa.CheckConstraint("tasks_tags_valid(tags)", name="tags_valid"),
         # The list query, newest first: all of a user's tasks (this one also serves lookups
         # by user_id), and only the open or only the done ones (the next), each a plain
         # index range in the query's order, so neither needs a sort however many tasks.
@@ -97,6 +194,30 @@ class Task(TaskBase, table=True):
             "complete",
             sa.text("created_at DESC"),
             sa.text("id DESC"),
+        ),
+        # The other sorts, each one index range in either direction (ties by id). due_date
+        # NULLs sit at the end of the range; the list reads them as a second range.
+        sa.Index("ix_tasks_user_id_due_date_id", "user_id", "due_date", "id"),
+        sa.Index("ix_tasks_user_id_priority_id", "user_id", "priority", "id"),
+        sa.Index("ix_tasks_user_id_title_id", "user_id", "title", "id"),
+        # "Any of these tags" and the substring search, within one user's rows: GIN indexes
+        # with user_id as a key (btree_gin), trigrams for ILIKE '%...%' (pg_trgm).
+        # fastupdate off: no pending-list cleanup in some request's time (see 0009).
+        sa.Index(
+            "ix_tasks_user_id_tags",
+            "user_id",
+            "tags",
+            postgresql_using="gin",
+            postgresql_with={"fastupdate": "off"},
+        ),
+        sa.Index(
+            "ix_tasks_user_id_title_description",
+            "user_id",
+            "title",
+            "description",
+            postgresql_using="gin",
+            postgresql_ops={"title": "gin_trgm_ops", "description": "gin_trgm_ops"},
+            postgresql_with={"fastupdate": "off"},
         ),
     )
 
@@ -115,24 +236,50 @@ class TaskCreate(TaskBase):
     """POST body: the owner comes from auth, never from the client."""
 
 
+class TaskReplace(TaskBase):
+    """PUT body: title, complete and priority required; every other field its default."""
+
+    complete: bool
+    priority: Priority
+
+
 class TaskUpdate(SQLModel):
     """PATCH body: every field optional; only the fields sent are changed."""
 
     title: Title | None = None
     description: Description | None = None
     complete: bool | None = None
+    priority: Priority | None = None
+    due_date: DueDate | None = None
+    recurring: Recurring | None = None
+    recurring_end_date: DueDate | None = None
+    tags: Tags | None = None
 
-    @field_validator("title", "complete")
+    @field_validator("title", "complete", "priority", "recurring", "tags")
     @classmethod
     def _not_null(cls, value: object) -> object:
-        """title and complete may be left out (defaults are not validated), not sent as null."""
+        """These may be left out (defaults are not validated), not sent as null."""
         if value is None:
             raise ValueError("may be omitted, but not set to null")
         return value
 
+    @model_validator(mode="after")
+    def _recurrence_rules(self) -> Any:
+        """The recurrence rules among the fields sent (the database checks the whole row)."""
+        sent = self.model_fields_set
+        needs_due = "recurring" in sent and self.recurring != Recurring.NONE
+        if needs_due and "due_date" in sent and self.due_date is None:
+            raise ValueError("recurring other than 'none' needs a due_date")
+        if self.recurring_end_date is not None:
+            if "recurring" in sent and self.recurring == Recurring.NONE:
+                raise ValueError("recurring_end_date needs recurring other than 'none'")
+            if self.due_date is not None and self.recurring_end_date < self.due_date:
+                raise ValueError("recurring_end_date must not be before due_date")
+        return self
+
 
 class TaskRead(TaskBase):
-    """Response body: all seven fields; timestamps serialize as ISO 8601 in UTC."""
+    """Response body: every field; timestamps serialize as ISO 8601 in UTC."""
 
     id: int
     user_id: str

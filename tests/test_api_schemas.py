@@ -89,14 +89,19 @@ def test_create_has_no_owner_and_update_is_partial() -> None:
     assert field_of(exc) == {"title"}
 
 
-def test_read_has_all_seven_fields_and_iso_timestamps() -> None:
-    """TaskRead carries the seven contract fields and serializes timestamps as ISO 8601 UTC."""
+def test_read_has_every_field_and_iso_timestamps() -> None:
+    """TaskRead carries the v1.1 contract fields and serializes timestamps as ISO 8601 UTC."""
     assert set(TaskRead.model_fields) == {
         "id",
         "user_id",
         "title",
         "description",
         "complete",
+        "priority",
+        "due_date",
+        "recurring",
+        "recurring_end_date",
+        "tags",
         "created_at",
         "updated_at",
     }

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import chain, deploy, isolation, listing, online, pooler, suite
+from bench import chain, contract, deploy, isolation, listing, online, pooler, suite
 from bench.harness import SMOKE
 from tests import pgbouncer as pgb
 from tests.support import PgServer
@@ -81,3 +81,15 @@ def test_pooler_benchmark_compares_direct_and_pgbouncer(pg_server: PgServer) -> 
     table = pooler.run(pg_server, SMOKE)
     assert [row[1] for row in table.rows] == list(pooler.OPS)
     assert all(row[6].endswith("x") and int(row[7]) > 0 for row in table.rows)
+
+
+def test_contract_benchmark_runs_every_part(pg_server: PgServer) -> None:
+    """8: stalls per v1.1 revision, every list variant, count/search, keyset/OFFSET, round trips."""
+    stalls, lists, counts, pages, trips = contract.run(pg_server, SMOKE)
+    assert [row[0] for row in stalls.rows[1:]] == [
+        f"`alembic upgrade {r}`" for r in contract.REVISIONS
+    ]
+    assert len(lists.rows) == len(contract.SORTS) * 2 * len(contract.FILTERS)
+    assert all(row[3].startswith("Limit") for row in lists.rows)
+    assert len(counts.rows) == 3 and len(pages.rows) == 2
+    assert [row[1] for row in trips.rows] == ["10", "6"]

@@ -1,23 +1,27 @@
-"""Data access: CRUD works through the ORM, scoped to one user, validated before any SQL."""
+"""Data access: CRUD scoped to one user, one statement per write, validated before any SQL."""
 
 from __future__ import annotations
 
 from datetime import UTC
 
 import pytest
-from pydantic import ValidationError
 from sqlalchemy import event, text
 from sqlmodel import Session
 
 from models import (
+    InvalidArgument,
+    Priority,
     Task,
     TaskCreate,
+    TaskPage,
     TaskRead,
+    TaskReplace,
     TaskUpdate,
     create_task,
     delete_task,
     get_task,
     list_tasks,
+    replace_task,
     update_task,
 )
 
@@ -56,20 +60,30 @@ def test_update_is_partial_and_refreshes_updated_at(session: Session) -> None:
     assert cleared is not None and cleared.description is None
 
 
+def ids_of(page: TaskPage) -> list[int]:
+    return [t.id for t in page.tasks]
+
+
 def test_list_filters_orders_newest_first_and_paginates(session: Session) -> None:
-    """list_tasks returns the user's tasks newest first, filtered and paged."""
-    ids = [create_task(session, "alice", TaskCreate(title=f"t{i}")).id for i in range(5)]
-    update_task(session, "alice", ids[1] or 0, TaskUpdate(complete=True))
-    assert [t.id for t in list_tasks(session, "alice")] == ids[::-1]
-    assert [t.id for t in list_tasks(session, "alice", complete=True)] == [ids[1]]
-    assert [t.id for t in list_tasks(session, "alice", complete=False)] == [
+    """list_tasks returns the user's tasks newest first, filtered, counted and paged."""
+    ids = [create_task(session, "alice", TaskCreate(title=f"t{i}")).id or 0 for i in range(5)]
+    update_task(session, "alice", ids[1], TaskUpdate(complete=True))
+    everything = list_tasks(session, "alice")
+    assert ids_of(everything) == ids[::-1] and everything.count == 5
+    assert not everything.has_next and everything.next_cursor is None
+    assert ids_of(list_tasks(session, "alice", status="completed")) == [ids[1]]
+    assert ids_of(list_tasks(session, "alice", complete=True)) == [ids[1]]  # v1.0's filter
+    assert ids_of(list_tasks(session, "alice", status="pending")) == [
         ids[4],
         ids[3],
         ids[2],
         ids[0],
     ]
-    assert [t.id for t in list_tasks(session, "alice", limit=2, offset=1)] == [ids[3], ids[2]]
-    with pytest.raises(ValueError, match="limit"):
+    first = list_tasks(session, "alice", limit=2)
+    assert ids_of(first) == [ids[4], ids[3]] and first.has_next and first.count == 5
+    second = list_tasks(session, "alice", limit=2, cursor=first.next_cursor)
+    assert ids_of(second) == [ids[2], ids[1]]
+    with pytest.raises(InvalidArgument, match="limit"):
         list_tasks(session, "alice", limit=0)
 
 
@@ -78,7 +92,7 @@ def test_users_are_isolated(session: Session) -> None:
     task = create_task(session, "alice", TaskCreate(title="private"))
     tid = task.id or 0
     assert get_task(session, "bob", tid) is None
-    assert list_tasks(session, "bob") == []
+    assert list_tasks(session, "bob").tasks == []
     assert update_task(session, "bob", tid, TaskUpdate(title="hacked")) is None
     assert delete_task(session, "bob", tid) is False
     session.expire_all()
@@ -89,7 +103,7 @@ def test_users_are_isolated(session: Session) -> None:
 
 
 def test_invalid_data_fails_before_any_sql(session: Session) -> None:
-    """Invalid input raises a ValidationError naming the field and sends no SQL."""
+    """Invalid input raises InvalidArgument naming the field and sends no SQL."""
     statements: list[str] = []
     bind = session.get_bind()
 
@@ -98,11 +112,11 @@ def test_invalid_data_fails_before_any_sql(session: Session) -> None:
 
     event.listen(bind, "before_cursor_execute", record)
     try:
-        with pytest.raises(ValidationError, match="user_id"):
+        with pytest.raises(InvalidArgument, match="user_id"):
             create_task(session, "   ", TaskCreate(title="t"))
-        with pytest.raises(ValidationError, match="title"):
+        with pytest.raises(InvalidArgument, match="title"):
             create_task(session, "alice", TaskCreate.model_construct(title="\x00"))
-        with pytest.raises(ValidationError, match="user_id"):
+        with pytest.raises(InvalidArgument, match="user_id"):
             list_tasks(session, "")
     finally:
         event.remove(bind, "before_cursor_execute", record)
@@ -110,14 +124,45 @@ def test_invalid_data_fails_before_any_sql(session: Session) -> None:
 
 
 def test_table_model_is_the_tasks_table() -> None:
-    """The table model maps to `tasks` with the seven contract columns."""
+    """The table model maps to `tasks` with the twelve v1.1 contract columns."""
     assert Task.__tablename__ == "tasks"
-    assert [c.name for c in Task.__table__.columns] == [  # type: ignore[attr-defined]
-        "title",
-        "description",
-        "id",
-        "user_id",
-        "complete",
-        "created_at",
-        "updated_at",
-    ]
+    assert {c.name for c in Task.__table__.columns} == {  # type: ignore[attr-defined]
+        *("id", "user_id", "title", "description", "complete", "priority", "due_date"),
+        *("recurring", "recurring_end_date", "tags", "created_at", "updated_at"),
+    }
+
+
+def test_each_write_is_one_statement(session: Session) -> None:
+    """create, update, replace and delete each send one INSERT/UPDATE/DELETE ... RETURNING."""
+    sent: list[str] = []
+    bind = session.get_bind()
+
+    def record(*args: object) -> None:
+        statement = str(args[2]).strip().split()[0].upper()
+        if statement not in ("SAVEPOINT", "RELEASE"):  # the test's rollback isolation
+            sent.append(statement)
+
+    event.listen(bind, "before_cursor_execute", record)
+    try:
+        task = create_task(session, "alice", TaskCreate(title="t"))
+        update_task(session, "alice", task.id or 0, TaskUpdate(complete=True))
+        replace_task(
+            session,
+            "alice",
+            task.id or 0,
+            TaskReplace(title="u", complete=False, priority=Priority.LOW),
+        )
+        delete_task(session, "alice", task.id or 0)
+        assert update_task(session, "alice", task.id or 0, TaskUpdate(title="gone")) is None
+        assert delete_task(session, "alice", task.id or 0) is False
+    finally:
+        event.remove(bind, "before_cursor_execute", record)
+    assert sent == ["INSERT", "UPDATE", "UPDATE", "DELETE", "UPDATE", "DELETE"]
+
+
+def test_ids_that_cannot_exist_are_not_found(session: Session) -> None:
+    """An id beyond bigint, zero or negative is "not found" for every call, not a driver error."""
+    for bad in (0, -1, 2**63, 2**80):
+        assert get_task(session, "alice", bad) is None
+        assert update_task(session, "alice", bad, TaskUpdate(title="x")) is None
+        assert delete_task(session, "alice", bad) is False

@@ -245,7 +245,10 @@ def test_data_survives_upgrade_and_a_down_up_round_trip(db: Engine) -> None:
         "INSERT INTO tasks (user_id, title, description, complete) "
         "VALUES ('alice', 'é😀 title', NULL, true), ('bob', 'b', 'd', false)"
     )
-    select = text("SELECT * FROM tasks ORDER BY id")
+    select = text(
+        "SELECT id, user_id, title, description, complete, created_at, updated_at "
+        "FROM tasks ORDER BY id"
+    )
     with db.connect() as conn:
         conn.execute(insert)
         conn.commit()

@@ -15,10 +15,18 @@ def test_names_follow_the_convention(engine: Engine) -> None:
     assert {c["name"] for c in insp.get_check_constraints("tasks")} == {
         "ck_tasks_user_id_not_blank",
         "ck_tasks_title_not_blank",
+        "ck_tasks_recurring_needs_due_date",
+        "ck_tasks_recurring_end_date_valid",
+        "ck_tasks_tags_valid",
     }
     assert {i["name"] for i in insp.get_indexes("tasks")} == {
         "ix_tasks_user_id_created_at_id",
         "ix_tasks_user_id_complete_created_at_id",
+        "ix_tasks_user_id_due_date_id",
+        "ix_tasks_user_id_priority_id",
+        "ix_tasks_user_id_title_id",
+        "ix_tasks_user_id_tags",
+        "ix_tasks_user_id_title_description",
     }
 
 

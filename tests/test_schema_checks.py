@@ -17,6 +17,7 @@ from sqlalchemy import MetaData, create_engine, pool
 from sqlalchemy.sql.elements import conv
 from sqlmodel import SQLModel
 
+import models.task  # noqa: F401  (registers the tasks table in SQLModel.metadata)
 from models import NAMING_CONVENTION
 from tests import schema_checks as checks
 from tests.schema_checks import SchemaCheckError
@@ -73,7 +74,7 @@ def test_a_drifted_model_is_caught(cfg: Config, pg_server: PgServer) -> None:
     """A changed length and an extra column are named in words, with the fix autogenerate writes."""
     metadata, tasks = models_copy()
     tasks.c.title.type = sa.String(150)
-    tasks.append_column(sa.Column("due_date", sa.Date(), nullable=True))
+    tasks.append_column(sa.Column("snoozed_until", sa.Date(), nullable=True))
     with pytest.raises(SchemaCheckError) as failed:
         checks.check_models_match(cfg, pg_server, metadata)
     message = str(failed.value)
@@ -82,8 +83,11 @@ def test_a_drifted_model_is_caught(cfg: Config, pg_server: PgServer) -> None:
         "column tasks.title: the migrations make it VARCHAR(200), the models say VARCHAR(150)"
         in message
     )
-    assert "column tasks.due_date (DATE, NULL) is in the models, but no revision adds it" in message
-    assert "op.add_column('tasks', sa.Column('due_date', sa.Date(), nullable=True))" in message
+    assert (
+        "column tasks.snoozed_until (DATE, NULL) is in the models, but no revision adds it"
+        in message
+    )
+    assert "op.add_column('tasks', sa.Column('snoozed_until', sa.Date(), nullable=True))" in message
 
 
 def test_a_renamed_or_missing_check_constraint_is_caught(cfg: Config, pg_server: PgServer) -> None:

@@ -34,7 +34,7 @@ def test_twenty_threads_of_mixed_crud_stay_isolated(pg_server: PgServer) -> None
                     assert task.id is not None
                     mine.append(task.id)
                     foreign_ids.append(task.id)
-                    for seen in list_tasks(session, user, limit=100):
+                    for seen in list_tasks(session, user, limit=100).tasks:
                         if seen.user_id != user:
                             problems.append(f"{user} listed {seen.user_id}'s task")
                     other = rng.choice(foreign_ids)
@@ -54,7 +54,7 @@ def test_twenty_threads_of_mixed_crud_stay_isolated(pg_server: PgServer) -> None
         assert [p for problems in results for p in problems] == []
         with Session(engine) as session:
             for n in range(THREADS):
-                tasks = list_tasks(session, f"user-{n}", limit=100)
-                assert len(tasks) == ROUNDS - ROUNDS // 3
+                page = list_tasks(session, f"user-{n}", limit=100)
+                assert len(page.tasks) == page.count == ROUNDS - ROUNDS // 3
         assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
         engine.dispose()
