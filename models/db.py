@@ -135,7 +135,8 @@ def wait_for_database(engine: Engine, retry_seconds: float) -> None:
 
 
 def resolve_url(settings: Settings, *, for_migrations: bool = False) -> URL:
-    """The URL to use: the direct one for migrations when set, else DATABASE_URL, else local."""
+    """The URL to use: the direct one for migrations when set, else DATABASE_URL, else local
+    (as the server's superuser for migrations, as the app role for the app)."""
     if for_migrations and settings.migration_url:
         url = parse_url(settings.migration_url, "DATABASE_URL_UNPOOLED")
     elif settings.database_url:
@@ -143,7 +144,7 @@ def resolve_url(settings: Settings, *, for_migrations: bool = False) -> URL:
     else:
         from models.local import local_url
 
-        return local_url(settings.local_pgdata)
+        return local_url(settings.local_pgdata, as_app=not for_migrations)
     log.info("Using %s", safe_url(url))
     return url
 

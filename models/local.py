@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 
 from models.db import DRIVER
 from models.errors import DatabaseError
+from models.security import APP_ROLE, create_app_role
 
 LOCAL_DBNAME = "todo"
 log = logging.getLogger("models")
@@ -55,7 +56,7 @@ def pg_program(name: str) -> str:
 
 
 def create_database(server_url: URL, dbname: str) -> None:
-    """CREATE DATABASE dbname on the server unless it exists."""
+    """CREATE DATABASE dbname on the server unless it exists, and the app role with it."""
     engine = create_engine(server_url, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
@@ -64,14 +65,20 @@ def create_database(server_url: URL, dbname: str) -> None:
             ).first()
             if found is None:
                 conn.execute(text(f'CREATE DATABASE "{dbname}"'))
+            create_app_role(conn)
     finally:
         engine.dispose()
 
 
-def local_url(pgdata: Path, dbname: str = LOCAL_DBNAME) -> URL:
-    """Start the local server on demand and return the URL of its `dbname` database."""
+def local_url(pgdata: Path, dbname: str = LOCAL_DBNAME, *, as_app: bool = False) -> URL:
+    """Start the local server on demand and return the URL of its `dbname` database.
+
+    As the server's superuser (migrations), or with as_app as the app role (the app).
+    """
     server = start_server(pgdata)
     url = make_url(server.get_uri()).set(drivername=DRIVER)
     create_database(url, dbname)
     log.info("Using the embedded PostgreSQL in %s (DATABASE_URL is not set)", pgdata)
-    return url.set(database=dbname)
+    if not as_app:
+        return url.set(database=dbname)
+    return URL.create(DRIVER, APP_ROLE, None, url.host, url.port, dbname, url.query)
