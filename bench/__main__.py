@@ -8,11 +8,11 @@ import shlex
 import sys
 from pathlib import Path
 
-from bench import chain, deploy, isolation, listing, online, suite
+from bench import chain, deploy, isolation, listing, online, rls, suite
 from bench.harness import SMOKE, Sizes, throwaway_server
 from bench.report import Table, machine
 
-NAMES = ("suite", "isolation", "deploy", "listing", "online", "chain")
+NAMES = ("suite", "isolation", "deploy", "listing", "online", "chain", "rls")
 
 
 def ints(text: str) -> tuple[int, ...]:
@@ -24,7 +24,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Sizes]:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("names", nargs="*", help=f"benchmarks to run: {', '.join(NAMES)} (all)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks that it all runs")
-    p.add_argument("--rows", type=ints, help=f"rows in tasks for 4; 5 uses the most ({full.rows})")
+    p.add_argument(
+        "--rows", type=ints, help=f"rows in tasks for 4; 5 and 7 use the most ({full.rows})"
+    )
     p.add_argument(
         "--chain", type=ints, help=f"revisions added to the real ones for 6 ({full.chain})"
     )
@@ -58,6 +60,7 @@ def main(argv: list[str]) -> None:
             "listing": lambda: listing.run(server, sizes),
             "online": lambda: online.run(server, sizes),
             "chain": lambda: chain.run(server, sizes),
+            "rls": lambda: rls.run(server, sizes),
         }
         for name in names:
             table: Table = runners[name]()

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, event, text
+from sqlalchemy import Connection, event
 from sqlalchemy.orm import Session as OrmSession
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ CURRENT_USER_ID = f"(SELECT NULLIF(current_setting('{USER_SETTING}', true), ''))
 OWN_ROWS = f"user_id = {CURRENT_USER_ID}"
 # Stands for the table's owner (the role that runs migrations) in a Policy's role.
 TABLE_OWNER = "<table owner>"
-SET_USER = text(f"SELECT set_config('{USER_SETTING}', :user_id, true)")
+SET_USER = f"SELECT set_config('{USER_SETTING}', %s, true)"
 _INFO_KEY = "app.user_id"
 
 
@@ -118,7 +118,18 @@ def bind_user(session: OrmSession, user_id: str) -> None:
         raise ValueError("this session is bound to another user: use one session per user")
     session.info[_INFO_KEY] = user_id
     if session.in_transaction():
-        session.connection().execute(SET_USER, {"user_id": user_id})
+        set_user(session.connection(), user_id)
+
+
+def set_user(connection: Connection, user_id: str) -> None:
+    """Run SET_USER with user_id as a bound parameter, on the DBAPI cursor directly: a
+    statement per transaction, so it skips SQLAlchemy's statement machinery (~40% of the
+    cost; BENCHMARKS.md, section 7) and its logging and events."""
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(SET_USER, (user_id,))
+    finally:
+        cursor.close()
 
 
 @event.listens_for(OrmSession, "after_begin")
@@ -126,7 +137,7 @@ def _set_user(session: OrmSession, transaction: Any, connection: Connection) -> 
     """First statement of each transaction of a bound session: set its user."""
     user = bound_user(session)
     if user is not None:
-        connection.execute(SET_USER, {"user_id": user})
+        set_user(connection, user)
 
 
 def get_user_session(user_id: str) -> Iterator[Session]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench import chain, deploy, isolation, listing, online, suite
+from bench import chain, deploy, isolation, listing, online, rls, suite
 from bench.harness import SMOKE
 from tests.support import PgServer
 
@@ -69,3 +69,11 @@ def test_chain_benchmark_times_the_schema_checks(pg_server: PgServer) -> None:
         *(f"`check_{name}`" for name in SMOKE.checks),
         "**all checks**",
     ]
+
+
+def test_rls_benchmark_compares_the_list_query_with_and_without_rls(pg_server: PgServer) -> None:
+    """7: list_tasks as the owner and as the bound app role, plans and the set_config cost."""
+    table = rls.run(pg_server, SMOKE)
+    assert [row[2] for row in table.rows] == [rls.WITHOUT, rls.BOUND, rls.WITH] * 4
+    assert all(row[3].startswith("Limit") for row in table.rows)
+    assert "set_config" in table.notes[0]
