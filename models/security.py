@@ -13,6 +13,7 @@ and can write nothing.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -119,6 +120,31 @@ def bind_user(session: OrmSession, user_id: str) -> None:
     session.info[_INFO_KEY] = user_id
     if session.in_transaction():
         set_user(session.connection(), user_id)
+
+
+@contextmanager
+def acting_as(session: OrmSession, user_id: str) -> Iterator[None]:
+    """For the data-access functions: run the block for user_id.
+
+    An unbound session is bound for the block only (every transaction begun inside sets
+    the user, so a refresh after commit works; a transaction open now is set at once and
+    keeps the user until it ends). A session bound to user_id is used as it is; one bound
+    to another user raises ValueError.
+    """
+    user_id = valid_user_id(user_id)
+    current = bound_user(session)
+    if current is not None:
+        if current != user_id:
+            raise ValueError("this session is bound to another user: use one session per user")
+        yield
+        return
+    session.info[_INFO_KEY] = user_id
+    try:
+        if session.in_transaction():
+            set_user(session.connection(), user_id)
+        yield
+    finally:
+        session.info.pop(_INFO_KEY, None)
 
 
 def set_user(connection: Connection, user_id: str) -> None:

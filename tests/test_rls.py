@@ -16,8 +16,9 @@ from sqlalchemy.exc import DBAPIError, ProgrammingError
 from sqlmodel import Session
 
 from models import TaskCreate, create_task, get_task
-from models.security import APP_ROLE, bind_user, bound_user
-from tests.support import PgServer, head, migrate, revision, with_revisions
+from models.db import get_engine
+from models.security import APP_ROLE, acting_as, bind_user, bound_user, get_user_session
+from tests.support import PgServer, head, migrate, revision, run_python, with_revisions
 
 SEED = {"alice": 2, "bob": 1}
 OWNER_ROLE = "todo_owner"  # a table owner that is not a superuser (superusers skip RLS)
@@ -202,6 +203,64 @@ def test_the_data_access_functions_work_through_a_bound_session(app: Engine) -> 
         tid = task.id
     with session_for(app, "dave") as session:
         assert get_task(session, "carol", tid) is None
+
+
+def test_acting_as_lets_data_access_serve_an_unbound_session(app: Engine) -> None:
+    """acting_as (for the data-access functions): an unbound session works for the block's
+    user, commit and refresh included, and is unbound again after; a session bound to
+    another user is refused."""
+    with session_for(app, None) as session:
+        with acting_as(session, "erin"):
+            task = create_task(session, "erin", TaskCreate(title="hers"))
+        assert task.id is not None and bound_user(session) is None
+        with acting_as(session, "frank"):
+            assert get_task(session, "frank", task.id) is None
+            assert user_ids(session) == []
+        with acting_as(session, "erin"):
+            assert get_task(session, "erin", task.id) is not None
+    with (
+        session_for(app, "erin") as session,
+        pytest.raises(ValueError, match="another user"),
+        acting_as(session, "frank"),
+    ):
+        pass
+
+
+def test_get_user_session_binds_the_apps_engine(
+    pg_server: PgServer, rls_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """get_user_session(user) (for a FastAPI dependency) is a session on the app's engine
+    whose transactions run for that user."""
+    monkeypatch.setenv("DATABASE_URL", app_url(pg_server, rls_db).render_as_string(False))
+    get_engine.cache_clear()
+    try:
+        for session in get_user_session("bob"):
+            assert bound_user(session) == "bob"
+            assert user_ids(session) == ["bob"]
+    finally:
+        get_engine().dispose()
+        get_engine.cache_clear()
+
+
+APP_ON_THE_EMBEDDED_DEFAULT = """
+from alembic.config import main
+from sqlalchemy import text
+from models.db import get_engine
+main(argv=["upgrade", "head"])
+with get_engine().connect() as conn:
+    print("app connects as", conn.execute(text("SELECT current_user")).scalar())
+"""
+
+
+def test_the_embedded_default_creates_and_uses_the_app_role(tmp_path: Path) -> None:
+    """With no DATABASE_URL, alembic migrates as the superuser and the app's engine connects
+    as the app role, which the embedded default created."""
+    done = run_python(
+        "-c", APP_ON_THE_EMBEDDED_DEFAULT, env={"LOCAL_PGDATA": str(tmp_path / "pgdata")}
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"-> {head()}," in done.stderr
+    assert f"app connects as {APP_ROLE}" in done.stdout
 
 
 def test_the_app_role_has_least_privilege(app: Engine) -> None:
