@@ -68,13 +68,28 @@ def listing(engine: Engine, owner: str, complete: bool | None, bind: bool) -> Ca
     return call
 
 
-def plan_of(engine: Engine, owner: str, complete: bool | None, bind: bool) -> tuple[str, float]:
-    """(plan shape, median server ms of EXPLAIN ANALYZE) of the list statement, as that role."""
-    sql = (
+def list_sql(complete: bool | None) -> str:
+    """The list query's SQL (as list_tasks builds it), for EXPLAIN."""
+    return (
         "SELECT * FROM tasks WHERE user_id = :u"
         + ("" if complete is None else " AND complete = :c")
         + " ORDER BY created_at DESC, id DESC LIMIT 50"
     )
+
+
+def explain_text(engine: Engine, owner: str) -> str:
+    """EXPLAIN ANALYZE of the unfiltered list as the bound app role, as text."""
+    with Session(engine) as session:
+        bind_user(session, owner)
+        found = session.execute(
+            text(f"EXPLAIN (ANALYZE, COSTS OFF, BUFFERS) {list_sql(None)}"), {"u": owner}
+        )
+        return "\n".join(found.scalars())
+
+
+def plan_of(engine: Engine, owner: str, complete: bool | None, bind: bool) -> tuple[str, float]:
+    """(plan shape, median server ms of EXPLAIN ANALYZE) of the list statement, as that role."""
+    sql = list_sql(complete)
     server = []
     with Session(engine) as session:
         if bind:
@@ -158,6 +173,15 @@ def run(server: PgServer, sizes: Sizes) -> Table:
                 f"(empty transaction bound {cost[1]:.3f} ms vs unbound {cost[2]:.3f} ms); "
                 f"server execution of `SELECT set_config(...)`: {cost[3]:.4f} ms."
             )
+            table.notes += [
+                "",
+                f"EXPLAIN ANALYZE as `{APP_ROLE}`, {rows:,} rows, rank 1, any (the policy's "
+                "subquery is an InitPlan, computed once; user_id stays the Index Cond):",
+                "",
+                "```",
+                explain_text(app_engine, user_id(1)),
+                "```",
+            ]
         finally:
             owner_engine.dispose()
             app_engine.dispose()
