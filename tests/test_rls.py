@@ -301,14 +301,17 @@ def test_the_app_role_has_least_privilege(app: Engine) -> None:
 # ------------------------------------------------------- many users, shared connections
 
 
-def interleaved_users(app_url: URL, threads: int = 20, rounds: int = 10) -> tuple[int, int]:
-    """threads workers, one user each, every transaction on a pool smaller than the number
-    of threads (so users take turns on the same server connections): insert a row, then an
-    unfiltered SELECT. Returns (rows of another user seen, server connections shared by
-    several users). Works on any URL of the app role: the direct server, or a PgBouncer in
-    transaction mode (each transaction may then land on yet another server connection).
+def interleaved_users(
+    app_url: URL, threads: int = 20, rounds: int = 10, pool_size: int = 4
+) -> tuple[int, int]:
+    """threads workers, one user each, every transaction through a client pool of pool_size
+    connections (fewer than threads: users take turns on the same server connections):
+    insert a row, then an unfiltered SELECT. Returns (rows of another user seen, server
+    connections shared by several users). Works on any URL of the app role: the server, or
+    a PgBouncer in transaction mode (pool_size=threads there, so that PgBouncer, not the
+    client pool, interleaves the users' transactions on its server connections).
     """
-    engine = create_engine(app_url, pool_size=4, max_overflow=0, pool_timeout=30)
+    engine = create_engine(app_url, pool_size=pool_size, max_overflow=0, pool_timeout=30)
     lock = threading.Lock()
     users_of_pid: dict[int, set[str]] = {}
 
