@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from models.db import get_engine, get_session, make_engine, parse_url
     from models.errors import DatabaseError
     from models.naming import NAMING_CONVENTION
+    from models.security import acting_as, bind_user, get_user_session
     from models.settings import Settings
     from models.task import Task, TaskCreate, TaskRead, TaskUpdate
 
@@ -23,6 +24,9 @@ _HOME = {
     "NAMING_CONVENTION": "models.naming",
     "DatabaseError": "models.errors",
     "Settings": "models.settings",
+    "acting_as": "models.security",
+    "bind_user": "models.security",
+    "get_user_session": "models.security",
     "Task": "models.task",
     "TaskCreate": "models.task",
     "TaskRead": "models.task",
@@ -45,11 +49,14 @@ __all__ = [
     "TaskCreate",
     "TaskRead",
     "TaskUpdate",
+    "acting_as",
+    "bind_user",
     "create_task",
     "delete_task",
     "get_engine",
     "get_session",
     "get_task",
+    "get_user_session",
     "list_tasks",
     "make_engine",
     "parse_url",

@@ -18,7 +18,15 @@ from sqlmodel import Session
 from models import TaskCreate, create_task, get_task
 from models.db import get_engine
 from models.security import APP_ROLE, acting_as, bind_user, bound_user, get_user_session
-from tests.support import PgServer, head, migrate, revision, run_python, with_revisions
+from tests.support import (
+    PgServer,
+    head,
+    migrate,
+    revision,
+    run_alembic,
+    run_python,
+    with_revisions,
+)
 
 SEED = {"alice": 2, "bob": 1}
 OWNER_ROLE = "todo_owner"  # a table owner that is not a superuser (superusers skip RLS)
@@ -296,6 +304,37 @@ def test_the_app_role_has_least_privilege(app: Engine) -> None:
             with pytest.raises(DBAPIError), conn.begin_nested():
                 conn.exec_driver_sql(escape)
         conn.rollback()
+
+
+def test_the_revision_requires_a_safe_app_role(pg_server: PgServer) -> None:
+    """`alembic upgrade head` stops with one line when the app role is missing, or has
+    BYPASSRLS (the revision never creates or changes the server-wide role itself)."""
+    admin = create_engine(pg_server.url(), poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
+    cases = [
+        (
+            f"ALTER ROLE {APP_ROLE} RENAME TO {APP_ROLE}_away",
+            f"ALTER ROLE {APP_ROLE}_away RENAME TO {APP_ROLE}",
+            f"role {APP_ROLE} does not exist: create it first",
+        ),
+        (
+            f"ALTER ROLE {APP_ROLE} BYPASSRLS",
+            f"ALTER ROLE {APP_ROLE} NOBYPASSRLS",
+            f"role {APP_ROLE} is a superuser or has BYPASSRLS",
+        ),
+    ]
+    for change, undo, expected in cases:
+        with pg_server.database("role") as name, admin.connect() as conn:
+            conn.exec_driver_sql(change)
+            try:
+                done = run_alembic("upgrade", "head", env={"DATABASE_URL": pg_server.dsn(name)})
+            finally:
+                conn.exec_driver_sql(undo)
+        output = done.stdout + done.stderr
+        assert done.returncode != 0
+        failed = [line for line in output.splitlines() if line.startswith("FAILED")]
+        assert len(failed) == 1 and expected in failed[0], output
+        assert "failed and was rolled back" in failed[0] and "Traceback" not in output
+    admin.dispose()
 
 
 # ------------------------------------------------------- many users, shared connections
