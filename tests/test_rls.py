@@ -17,7 +17,14 @@ from sqlmodel import Session
 
 from models import TaskCreate, create_task, get_task
 from models.db import get_engine
-from models.security import APP_ROLE, acting_as, bind_user, bound_user, get_user_session
+from models.security import (
+    APP_ROLE,
+    acting_as,
+    bind_user,
+    bound_user,
+    create_app_role,
+    get_user_session,
+)
 from tests.support import (
     PgServer,
     head,
@@ -399,10 +406,7 @@ def test_a_backfill_by_the_owner_updates_every_users_rows(
     users' rows, through the owner's own policy."""
     admin = create_engine(pg_server.url(), poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.exec_driver_sql(
-            f"DO $$ BEGIN CREATE ROLE {OWNER_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS; "
-            "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
-        )
+        create_app_role(conn, OWNER_ROLE)  # the same attributes: login, nothing more
     with pg_server.database("backfill") as name:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'ALTER DATABASE "{name}" OWNER TO {OWNER_ROLE}')
