@@ -1,7 +1,7 @@
 """Tenant isolation in the database: row-level security on every table with a user_id.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-11-27 06:10:00+00:00
 
 Written by hand (autogenerate cannot see policies or grants); the declaration it must
@@ -23,8 +23,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0003"
-down_revision: str | Sequence[str] | None = "0002"
+revision: str = "0010"
+down_revision: str | Sequence[str] | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
