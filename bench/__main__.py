@@ -9,11 +9,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import chain, contract, deploy, isolation, listing, online, pooler, suite
+from bench import chain, contract, deploy, isolation, listing, online, pooler, rls, suite
 from bench.harness import SMOKE, Sizes, throwaway_server
 from bench.report import Table, machine
 
-NAMES = ("suite", "isolation", "deploy", "listing", "online", "chain", "pooler", "contract")
+NAMES = ("suite", "isolation", "deploy", "listing", "online", "chain", "pooler", "contract", "rls")
 
 
 def ints(text: str) -> tuple[int, ...]:
@@ -25,7 +25,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Sizes]:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("names", nargs="*", help=f"benchmarks to run: {', '.join(NAMES)} (all)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks that it all runs")
-    p.add_argument("--rows", type=ints, help=f"rows in tasks for 4; 5 uses the most ({full.rows})")
+    p.add_argument(
+        "--rows", type=ints, help=f"rows in tasks for 4; 5 and 7 use the most ({full.rows})"
+    )
     p.add_argument(
         "--chain", type=ints, help=f"revisions added to the real ones for 6 ({full.chain})"
     )
@@ -61,6 +63,7 @@ def main(argv: list[str]) -> None:
             "chain": lambda: chain.run(server, sizes),
             "pooler": lambda: pooler.run(server, sizes),
             "contract": lambda: contract.run(server, sizes),
+            "rls": lambda: rls.run(server, sizes),
         }
         for name in names:
             result: Table | list[Table] = runners[name]()

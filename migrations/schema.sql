@@ -104,6 +104,8 @@ CREATE TABLE public.tasks (
     CONSTRAINT ck_tasks_user_id_not_blank CHECK (((user_id)::text ~ '[^\u0009\u000a\u000b\u000c\u000d\u001c\u001d\u001e\u001f\u0020\u0085\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000]'::text))
 );
 
+ALTER TABLE ONLY public.tasks FORCE ROW LEVEL SECURITY;
+
 --
 -- Name: tasks_id_seq; Type: SEQUENCE; Schema: public; Owner: -
 --
@@ -171,3 +173,51 @@ CREATE INDEX ix_tasks_user_id_title_id ON public.tasks USING btree (user_id, tit
 --
 
 CREATE TRIGGER tr_tasks_set_updated_at BEFORE UPDATE ON public.tasks FOR EACH ROW EXECUTE FUNCTION public.tasks_set_updated_at();
+
+--
+-- Name: tasks pl_tasks_delete; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY pl_tasks_delete ON public.tasks FOR DELETE TO todo_app USING (((user_id)::text = ( SELECT NULLIF(current_setting('app.user_id'::text, true), ''::text) AS "nullif")));
+
+--
+-- Name: tasks pl_tasks_insert; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY pl_tasks_insert ON public.tasks FOR INSERT TO todo_app WITH CHECK (((user_id)::text = ( SELECT NULLIF(current_setting('app.user_id'::text, true), ''::text) AS "nullif")));
+
+--
+-- Name: tasks pl_tasks_migrations; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY pl_tasks_migrations ON public.tasks TO postgres USING (true) WITH CHECK (true);
+
+--
+-- Name: tasks pl_tasks_select; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY pl_tasks_select ON public.tasks FOR SELECT TO todo_app USING (((user_id)::text = ( SELECT NULLIF(current_setting('app.user_id'::text, true), ''::text) AS "nullif")));
+
+--
+-- Name: tasks pl_tasks_update; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY pl_tasks_update ON public.tasks FOR UPDATE TO todo_app USING (((user_id)::text = ( SELECT NULLIF(current_setting('app.user_id'::text, true), ''::text) AS "nullif"))) WITH CHECK (((user_id)::text = ( SELECT NULLIF(current_setting('app.user_id'::text, true), ''::text) AS "nullif")));
+
+--
+-- Name: tasks; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.tasks ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE tasks; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.tasks TO todo_app;
+
+--
+-- Name: SEQUENCE tasks_id_seq; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT USAGE ON SEQUENCE public.tasks_id_seq TO todo_app;

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from models.errors import DatabaseError, InvalidArgument
     from models.listing import ListQuery, TaskPage, list_tasks
     from models.naming import NAMING_CONVENTION
+    from models.security import acting_as, bind_user, get_user_session
     from models.settings import Settings
     from models.task import (
         Priority,
@@ -39,6 +40,9 @@ _HOME = {
     "TaskReplace": "models.task",
     "replace_task": "models.crud",
     "Settings": "models.settings",
+    "acting_as": "models.security",
+    "bind_user": "models.security",
+    "get_user_session": "models.security",
     "Task": "models.task",
     "TaskCreate": "models.task",
     "TaskRead": "models.task",
@@ -67,11 +71,14 @@ __all__ = [
     "TaskRead",
     "TaskReplace",
     "TaskUpdate",
+    "acting_as",
+    "bind_user",
     "create_task",
     "delete_task",
     "get_engine",
     "get_session",
     "get_task",
+    "get_user_session",
     "list_tasks",
     "make_engine",
     "parse_url",

@@ -3,11 +3,18 @@
 Each create, update and delete is one statement (INSERT/UPDATE/DELETE ... RETURNING) plus
 its commit, so a request racing another one on the same task gets the task or "not found",
 never an exception. Bad arguments raise InvalidArgument (HTTP 422), before any SQL is sent.
+
+Every function runs for its owner (`models.security.acting_as`): its transactions start
+with `set_config('app.user_id', owner, true)`, so the row-level security policies let it
+see and change that owner's rows only, also on the app role and through a pooler. The
+explicit user_id filters stay in every query too (for the planner, and as defence in depth).
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -15,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from models.errors import InvalidArgument
+from models.security import acting_as
 from models.task import Task, TaskCreate, TaskReplace, TaskUpdate, UserId
 
 TASKS: sa.Table = Task.__table__  # type: ignore[attr-defined]
@@ -38,6 +46,7 @@ RULES = {
     "ck_tasks_title_not_blank": ("title", "must not be empty or whitespace only"),
 }
 M = TypeVar("M", bound=BaseModel)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def invalid(exc: ValidationError, prefix: tuple[str, ...] = ()) -> InvalidArgument:
@@ -56,6 +65,18 @@ def owner(user_id: object) -> str:
         return _USER_ID.validate_python(user_id)
     except ValidationError as exc:
         raise invalid(exc, ("user_id",)) from None
+
+
+def for_owner(fn: F) -> F:
+    """Run a data-access function `fn(session, user_id, ...)` for its owner: the id
+    validated, the session's transactions bound to that user (row-level security) for the call."""
+
+    @functools.wraps(fn)
+    def run(session: Session, user_id: str, *args: Any, **kwargs: Any) -> Any:
+        with acting_as(session, owner(user_id)):
+            return fn(session, user_id, *args, **kwargs)
+
+    return cast(F, run)
 
 
 def _validated(model: type[M], data: BaseModel) -> M:
@@ -92,6 +113,7 @@ def _where(user_id: str, task_id: object) -> list[Any] | None:
     return [TASKS.c.id == task_id, TASKS.c.user_id == owner(user_id)]
 
 
+@for_owner
 def create_task(session: Session, user_id: str, data: TaskCreate) -> Task:
     """Insert a task owned by user_id and return it with its generated fields."""
     values = _validated(TaskCreate, data).model_dump()
@@ -99,6 +121,7 @@ def create_task(session: Session, user_id: str, data: TaskCreate) -> Task:
     return _task(_write(session, stmt))
 
 
+@for_owner
 def get_task(session: Session, user_id: str, task_id: int) -> Task | None:
     """The task with this id if user_id owns it, else None."""
     where = _where(user_id, task_id)
@@ -120,17 +143,20 @@ def _change(session: Session, user_id: str, task_id: int, values: dict[str, Any]
     return None if row is None else _task(row)
 
 
+@for_owner
 def update_task(session: Session, user_id: str, task_id: int, data: TaskUpdate) -> Task | None:
     """Apply the fields set in data to user_id's task; None if there is no such task."""
     values = _validated(TaskUpdate, data).model_dump(exclude_unset=True)
     return _change(session, user_id, task_id, values)
 
 
+@for_owner
 def replace_task(session: Session, user_id: str, task_id: int, data: TaskReplace) -> Task | None:
     """Replace every client field of user_id's task (PUT); None if there is no such task."""
     return _change(session, user_id, task_id, _validated(TaskReplace, data).model_dump())
 
 
+@for_owner
 def delete_task(session: Session, user_id: str, task_id: int) -> bool:
     """Delete user_id's task; False if there is no such task (or it is already gone)."""
     where = _where(user_id, task_id)

@@ -153,7 +153,8 @@ def neon_direct(url: URL) -> URL | None:
 
 
 def resolve_url(settings: Settings, *, for_migrations: bool = False) -> URL:
-    """The URL to use: the direct one for migrations when set, else DATABASE_URL, else local.
+    """The URL to use: the direct one for migrations when set, else DATABASE_URL, else local
+    (as the server's superuser for migrations, as the app role for the app).
 
     Migrations never use Neon's pooled host: its direct twin is used instead, said in one line.
     """
@@ -164,7 +165,7 @@ def resolve_url(settings: Settings, *, for_migrations: bool = False) -> URL:
     else:
         from models.local import local_url
 
-        return local_url(settings.local_pgdata)
+        return local_url(settings.local_pgdata, as_app=not for_migrations)
     direct = neon_direct(url) if for_migrations else None
     if direct is not None:
         log.info(

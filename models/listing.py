@@ -26,7 +26,7 @@ from pydantic import (
 from sqlalchemy.dialects import postgresql
 from sqlmodel import Session
 
-from models.crud import BIGINT_MAX, TASKS, invalid, owner
+from models.crud import BIGINT_MAX, TASKS, for_owner, invalid, owner
 from models.errors import InvalidArgument
 from models.task import TAGS_MAX, DueDate, Priority, Tag, TaskRead, _no_nul
 
@@ -182,6 +182,7 @@ def _rows(session: Session, where: list[Any], query: ListQuery, n: int) -> list[
     return rows
 
 
+@for_owner
 def list_tasks(
     session: Session,
     user_id: str,

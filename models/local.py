@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 
 from models.db import DRIVER
 from models.errors import DatabaseError
+from models.security import APP_ROLE, create_app_role
 
 LOCAL_DBNAME = "todo"
 log = logging.getLogger("models")
@@ -60,7 +61,7 @@ def pg_program(name: str) -> str:
 
 
 def create_database(server_url: URL, dbname: str) -> None:
-    """CREATE DATABASE dbname on the server unless it exists."""
+    """CREATE DATABASE dbname on the server unless it exists, and the app role with it."""
     engine = create_engine(server_url, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
@@ -69,12 +70,14 @@ def create_database(server_url: URL, dbname: str) -> None:
             ).first()
             if found is None:
                 conn.execute(text(f'CREATE DATABASE "{dbname}"'))
+            create_app_role(conn)
     finally:
         engine.dispose()
 
 
-def local_url(pgdata: Path, dbname: str = LOCAL_DBNAME) -> URL:
-    """Start the local server on demand and return the URL of its `dbname` database.
+def local_url(pgdata: Path, dbname: str = LOCAL_DBNAME, *, as_app: bool = False) -> URL:
+    """Start the local server on demand and return the URL of its `dbname` database: as the
+    server's superuser (migrations), or with as_app as the app role (the app).
 
     Once per process and data folder: other threads wait for the first one's start (the
     embedded server's own guard only works between processes).
@@ -87,4 +90,6 @@ def local_url(pgdata: Path, dbname: str = LOCAL_DBNAME) -> URL:
             url = _started[key] = make_url(server.get_uri()).set(drivername=DRIVER)
             log.info("Using the embedded PostgreSQL in %s (DATABASE_URL is not set)", pgdata)
         create_database(url, dbname)
-    return url.set(database=dbname)
+    if not as_app:
+        return url.set(database=dbname)
+    return URL.create(DRIVER, APP_ROLE, None, url.host, url.port, dbname, url.query)

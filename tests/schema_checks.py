@@ -182,14 +182,13 @@ def schema_ddl(server: PgServer, dbname: str) -> str:
     """The whole database's DDL (pg_dump --schema-only; alembic_version and volatile lines out).
 
     Every schema, not just public: a leftover schema, extension, type, function, trigger,
-    sequence or index shows up here.
+    sequence, index, policy or grant shows up here (grants are part of the schema).
     """
     out = subprocess.run(
         [
             pg_program("pg_dump"),
             "--schema-only",
             "--no-owner",
-            "--no-privileges",
             "--exclude-table=*.alembic_version",
             server.dsn(dbname),
         ],

@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from models.db import DRIVER
 from models.local import start_server
+from models.security import create_app_role
 from models.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,10 +186,22 @@ def open_server(workdir: Path) -> Iterator[PgServer]:
         url = make_url(given)
         host = url.host or str(url.query.get("host", "/tmp"))
         port = url.port or int(str(url.query.get("port", 5432)))
-        yield PgServer(host, port, url.username or "postgres", url.password)
+        server = PgServer(host, port, url.username or "postgres", url.password)
+        with_app_role(server)
+        yield server
         return
     with embedded_server(workdir) as server:
         yield server
+
+
+def with_app_role(server: PgServer) -> None:
+    """Create the app role on the server (the migrations require it; README, Security model)."""
+    engine = create_engine(server.url(), poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            create_app_role(conn)
+    finally:
+        engine.dispose()
 
 
 @contextmanager
@@ -198,6 +211,8 @@ def embedded_server(workdir: Path) -> Iterator[PgServer]:
     server = start_server(workdir / "data", cleanup_mode="delete")
     try:
         info = server.get_postmaster_info()
-        yield PgServer(str(info.socket_dir), info.port or 5432)
+        pg = PgServer(str(info.socket_dir), info.port or 5432)
+        with_app_role(pg)
+        yield pg
     finally:
         server.cleanup()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import chain, contract, deploy, isolation, listing, online, pooler, suite
+from bench import chain, contract, deploy, isolation, listing, online, pooler, rls, suite
 from bench.harness import SMOKE
 from tests import pgbouncer as pgb
 from tests.support import PgServer
@@ -93,3 +93,11 @@ def test_contract_benchmark_runs_every_part(pg_server: PgServer) -> None:
     assert all(row[3].startswith("Limit") for row in lists.rows)
     assert len(counts.rows) == 3 and len(pages.rows) == 2
     assert [row[1] for row in trips.rows] == ["10", "6"]
+
+
+def test_rls_benchmark_compares_the_list_query_with_and_without_rls(pg_server: PgServer) -> None:
+    """9: list_tasks as the owner and as the bound app role, plans and the set_config cost."""
+    table = rls.run(pg_server, SMOKE)
+    assert [row[2] for row in table.rows] == [rls.WITHOUT, rls.BOUND, rls.WITH] * 4
+    assert all(row[3].startswith("Limit") for row in table.rows)
+    assert "set_config" in table.notes[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Iterator
@@ -15,16 +16,19 @@ from sqlalchemy import Engine, create_engine
 from sqlmodel import Session
 
 from models import get_session
+from models.security import APP_ROLE
 from tests.client_app import app, token
 from tests.support import PgServer, migrate, run_alembic, run_python
 
 
 @pytest.fixture(scope="module")
 def db_engine(pg_server: PgServer) -> Iterator[Engine]:
-    """A migrated database whose commits are real (races need two sessions)."""
+    """A migrated database whose commits are real (races need two sessions), used as the
+    app role: the routes run under row-level security, as in production."""
     with pg_server.database("client") as name:
         migrate(pg_server.url(name))
-        engine = create_engine(pg_server.url(name), pool_size=10, max_overflow=20)
+        app_role = dataclasses.replace(pg_server, user=APP_ROLE, password=None)
+        engine = create_engine(app_role.url(name), pool_size=10, max_overflow=20)
         yield engine
         engine.dispose()
 
