@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Engine, MetaData, create_engine, pool
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeDecorator
 
+from migrations.describe import explain_check
 from models.db import connect, explain, resolve_url
 from models.errors import DatabaseError
 from models.naming import NAMING_CONVENTION
@@ -35,6 +36,7 @@ config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 log = logging.getLogger("models")
+explain_check(getattr(context, "_proxy"))  # noqa: B009  (`alembic check` speaks sentences)
 # pg_advisory_lock key of "a migration run is in progress" (any fixed bigint will do).
 MIGRATION_LOCK_KEY = 7_301_955_211
 LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of lock_timeout

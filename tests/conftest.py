@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Connection, Engine, create_engine
 from sqlmodel import Session
 
-from tests.schema_checks import SchemaCheckError
+from tests.checks import SchemaCheckError
 from tests.support import PgServer, migrate, open_server
 
 

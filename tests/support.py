@@ -93,14 +93,21 @@ def head() -> str:
     return found
 
 
-def revision(rev: str, down: str, upgrade: str, downgrade: str = "pass", imports: str = "") -> str:
-    """The source of a test-only revision file."""
+def revision(
+    rev: str,
+    down: str | None,
+    upgrade: str,
+    downgrade: str = "pass",
+    imports: str = "",
+    module: str = "",
+) -> str:
+    """The source of a test-only revision file (module: extra module-level code)."""
     body = textwrap.indent(textwrap.dedent(upgrade).strip(), "    ")
     down_body = textwrap.indent(textwrap.dedent(downgrade).strip(), "    ")
     return (
         f'"""Test only: revision {rev}."""\n\nimport sqlalchemy as sa\nfrom alembic import op\n'
         f"{imports}\n\nrevision = {rev!r}\ndown_revision = {down!r}\n"
-        "branch_labels = None\ndepends_on = None\n\n\n"
+        f"branch_labels = None\ndepends_on = None\n{textwrap.dedent(module)}\n\n"
         f"def upgrade() -> None:\n{body}\n\n\ndef downgrade() -> None:\n{down_body}\n"
     )
 

@@ -14,7 +14,7 @@ from alembic.util import CommandError
 from sqlalchemy import Engine, create_engine, pool, text
 
 from models.settings import Settings
-from tests.schema_checks import schema_ddl
+from tests.checks import schema_ddl
 from tests.support import (
     ROOT,
     PgServer,
