@@ -9,12 +9,15 @@ from pathlib import Path
 import pytest
 import pytest_alembic
 import sqlalchemy as sa
+from alembic import command
 from alembic.config import Config
+from alembic.util import CommandError
 from pytest_alembic.plugin.error import AlembicTestFailure
 from sqlalchemy.sql.elements import conv
 
 import models.naming
 from tests import checks
+from tests.checks.common import bound
 from tests.support import PgServer, revision
 from tests.synthetic import base_metadata, history
 from tests.test_schema_checks import run_builtin
@@ -117,6 +120,19 @@ def test_an_enum_value_missing_from_the_migrations_is_caught(
     message = fails(checks.check_models_match, cfg, pg_server, metadata)
     assert "enum type mood: the migrations give it ['calm', 'busy'], the models say " in message
     assert "ALTER TYPE mood ADD VALUE" in message
+
+
+def test_alembic_check_speaks_sentences(tmp_path: Path, pg_server: PgServer) -> None:
+    """`alembic check` reports differences in check 2's words, not Alembic's raw repr."""
+    cfg = history(tmp_path)
+    with pg_server.database() as dbname, bound(cfg, pg_server, dbname):
+        command.upgrade(cfg, "head")
+        with pytest.raises(CommandError) as failed:
+            command.check(cfg)  # the project's models (tasks) against the synthetic items
+    message = str(failed.value)
+    assert message.startswith("The models and the migrations disagree")
+    assert "  - table items is in the database, not in the models" in message
+    assert "New upgrade operations detected" not in message
 
 
 # 3. Stairway and 4. no trace ---------------------------------------------------------

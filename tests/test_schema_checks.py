@@ -4,7 +4,9 @@ synthetic histories in tests/test_check_proofs.py."""
 
 from __future__ import annotations
 
+import re
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from sqlalchemy import create_engine, pool
 from tests import checks
 from tests.checks.common import models_metadata
 from tests.snapshot import main as snapshot_main
-from tests.support import PgServer, alembic_config, head
+from tests.support import ROOT, PgServer, alembic_config, head
 
 pytestmark = pytest.mark.schema
 
@@ -90,6 +92,15 @@ def test_snapshot_command_regenerates_and_checks(
 def test_every_revision_passes_squawk(cfg: Config) -> None:
     """8. squawk finds nothing dangerous in any revision's own offline SQL."""
     checks.check_lint(cfg)
+
+
+def test_every_switched_off_squawk_rule_has_a_reason() -> None:
+    """8. .squawk.toml switches rules off for every revision, each with a comment saying why
+    (one revision waives a rule in its own schema_check_exceptions instead)."""
+    config = (ROOT / ".squawk.toml").read_text()
+    excluded = tomllib.loads(config).get("excluded_rules", [])
+    for rule in excluded:
+        assert re.search(rf"^\s*# {re.escape(rule)}: \S", config, re.M), rule
 
 
 def test_revisions_import_no_application_code(cfg: Config) -> None:
