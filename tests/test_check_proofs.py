@@ -51,7 +51,7 @@ def test_pytest_alembic_builtin_tests_can_fail(tmp_path: Path, pg_server: PgServ
         tmp_path, a_left=revision("0002", "0001", "pass"), b_right=revision("0003", "0001", "pass")
     )
     with pytest.raises(AlembicTestFailure, match="Expected 1 head revision, found 2"):
-        run_builtin("test_single_head_revision", cfg, pg_server)
+        run_builtin(["test_single_head_revision"], cfg, pg_server)
     assert pytest_alembic is not None
 
 
