@@ -29,7 +29,7 @@ def pytest_runtest_makereport(
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
     """The run's PostgreSQL: TEST_DATABASE_URL's server if set, else a throwaway embedded one."""
-    with open_server(tmp_path_factory.mktemp("pg", numbered=True)) as server:
+    with open_server(tmp_path_factory.mktemp("pg", numbered=True), durable=False) as server:
         yield server
 
 
