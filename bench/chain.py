@@ -89,6 +89,9 @@ def checks(
         "snapshot": snapshot_check,
         "lint": lambda: sc.check_lint(cfg),
         "revisions_stand_alone": lambda: sc.check_revisions_stand_alone(cfg),
+        "cli_matches_checks": lambda: sc.check_cli_matches_checks(cfg, server),
+        "one_transaction_or_rerunnable": lambda: sc.check_one_transaction_or_rerunnable(cfg),
+        "exceptions_are_reviewed": lambda: sc.check_exceptions_are_reviewed(cfg),
     }
 
 

@@ -314,7 +314,7 @@ def test_sample_rows_are_given_next_to_the_revision(tmp_path: Path, pg_server: P
 
 
 def test_a_revision_that_acts_only_online_is_caught(tmp_path: Path, pg_server: PgServer) -> None:
-    """A revision that skips work under --sql shows the missing DDL in the diff."""
+    """A revision that skips work under --sql shows the missing DDL; waived, it passes."""
     cfg = data_history(
         tmp_path,
         """
@@ -326,6 +326,14 @@ def test_a_revision_that_acts_only_online_is_caught(tmp_path: Path, pg_server: P
     message = fails(checks.check_offline_matches_online, cfg, pg_server)
     assert message.startswith("Offline and online upgrades build different schemas")
     assert "-CREATE INDEX ix_items_note ON public.items USING btree (note);" in message
+    waiver = 'schema_check_exceptions = {"offline-matches-online": "test: online only"}'
+    source = Path(checks.history(cfg)[-1].path)
+    source.write_text(
+        source.read_text().replace("depends_on = None\n", f"depends_on = None\n{waiver}\n")
+    )
+    checks.check_offline_matches_online(
+        history(tmp_path / "waived", a0002_change=source.read_text()), pg_server
+    )
 
 
 # 7. Schema snapshot ---------------------------------------------------------------

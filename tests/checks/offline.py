@@ -38,16 +38,16 @@ def check_offline_matches_online(cfg: Config, server: PgServer) -> None:
 
     A revision that waives "offline-matches-online" is applied online in both databases.
     """
-    waived = [rev for rev in history(cfg) if excepted(rev, "offline-matches-online")]
+    revisions = history(cfg)
+    waived = [rev for rev in revisions if excepted(rev, "offline-matches-online")]
     with server.database("online") as online, server.database("offline") as offline:
         with bound(cfg, server, online):
             alembic_step(cfg, "head")
-        if waived:
+        if waived:  # online up to the last waived revision, offline from there
             with bound(cfg, server, offline):
                 alembic_step(cfg, waived[-1].revision)
-            sql = "".join(
-                revision_sql(cfg, rev) for rev in history(cfg)[history(cfg).index(waived[-1]) + 1 :]
-            )
+            after = revisions[revisions.index(waived[-1]) + 1 :]
+            sql = "".join(revision_sql(cfg, rev) for rev in after)
         else:
             sql = offline_sql(cfg, "head")
         applied = psql(server, offline, sql)
