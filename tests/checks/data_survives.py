@@ -108,6 +108,24 @@ def _sample_value(
     return make() if make else None
 
 
+def _sample_row(
+    described: Sequence[Mapping[str, Any]],
+    checks: Sequence[Mapping[str, Any]],
+    foreign_keys: Sequence[Mapping[str, Any]],
+    latest: Mapping[str, Mapping[str, Any]],
+    label: str,
+    n: int,
+) -> dict[str, Any]:
+    """One generated row: a value for every column but generated ones; foreign keys point
+    at the parent table's latest sample row."""
+    values = {c["name"]: _sample_value(c, checks, label, n) for c in described if not _generated(c)}
+    for fk in foreign_keys:
+        parent = latest.get(fk["referred_table"], {})
+        pairs = zip(fk["constrained_columns"], fk["referred_columns"], strict=True)
+        values.update((mine, parent.get(theirs)) for mine, theirs in pairs)
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def _generated(column: Mapping[str, Any]) -> bool:
     default = str(column.get("default") or "")
     return bool(column.get("identity") or column.get("computed") or default.startswith("nextval("))
@@ -157,24 +175,17 @@ def _insert_rows(conn: Connection, rev: Script, counter: Iterator[int]) -> list[
         if table_name in given:
             candidates = [(dict(values), True) for values in given[table_name]]
         else:
-            checks = insp.get_check_constraints(table_name)
-            n = next(counter)
-            full = {
-                c["name"]: _sample_value(c, checks, rev.revision, n)
-                for c in described
-                if not _generated(c)
-            }
-            for fk in insp.get_foreign_keys(table_name):
-                parent = latest.get(fk["referred_table"], {})
-                for mine, theirs in zip(
-                    fk["constrained_columns"], fk["referred_columns"], strict=True
-                ):
-                    full[mine] = parent.get(theirs)
-            full = {k: v for k, v in full.items() if v is not None}
+            checks, foreign_keys = (
+                insp.get_check_constraints(table_name),
+                insp.get_foreign_keys(table_name),
+            )
+            args = (described, checks, foreign_keys, latest, rev.revision)
+            full = _sample_row(*args, next(counter))
             nulls = {c["name"] for c in described if c["nullable"] and c["name"] not in pk}
             candidates = [(full, True)]
             if nulls & set(full):
-                candidates.append(({k: v for k, v in full.items() if k not in nulls}, False))
+                nulled = _sample_row(*args, next(counter))
+                candidates.append(({k: v for k, v in nulled.items() if k not in nulls}, False))
         for values, required in candidates:
             try:
                 with conn.begin_nested():
@@ -189,14 +200,14 @@ def _insert_rows(conn: Connection, rev: Script, counter: Iterator[int]) -> list[
                     f"in {Path(rev.path).name}: {SAMPLE_ROWS} = {{{table_name!r}: [{{...}}]}}"
                 ) from exc
             by_name = {col: a for a, col in columns[table_name].items()}
-            rows.append(
-                _Row(
-                    table_name,
-                    rev.revision,
-                    {by_name[c]: read[c] for c in pk},
-                    {by_name[c]: (c, v) for c, v in read.items()},
-                )
+            row = _Row(
+                table_name,
+                rev.revision,
+                {by_name[c]: read[c] for c in pk},
+                {by_name[c]: (c, v) for c, v in read.items()},
             )
+            row.values = _read(conn, row, columns) or row.values  # as later reads see it
+            rows.append(row)
             latest.setdefault(table_name, read)
     conn.commit()
     return rows
