@@ -485,6 +485,19 @@ def test_an_autocommit_step_that_cannot_be_rerun_is_refused(tmp_path: Path) -> N
     assert "without IF [NOT] EXISTS" in message
 
 
+def test_rerunnable_autocommit_steps_pass(tmp_path: Path) -> None:
+    """A VALIDATE and a batched backfill in autocommit blocks, nothing else: accepted."""
+    cfg = data_history(
+        tmp_path,
+        """
+        with op.get_context().autocommit_block():
+            op.execute("ALTER TABLE items VALIDATE CONSTRAINT ck_items_name_not_empty")
+            op.execute("UPDATE items SET note = name WHERE note IS NULL AND id <= 1000")
+        """,
+    )
+    checks.check_one_transaction_or_rerunnable(cfg)
+
+
 # 12. Reviewed exceptions -------------------------------------------------------------
 
 

@@ -21,7 +21,10 @@ _BOOKKEEPING = re.compile(
     r"|DROP TABLE alembic_version)",
     re.IGNORECASE,
 )
-_RERUNNABLE = re.compile(r"\bIF (NOT )?EXISTS\b", re.IGNORECASE)
+# DDL that a rerun repeats harmlessly. Other DDL outside a transaction fails on a retry
+# ("already exists"); DML (a batched backfill) is the revision author's to make idempotent.
+_DDL = re.compile(r"^(CREATE|DROP|ALTER)\b", re.IGNORECASE)
+_RERUNNABLE = re.compile(r"\bIF (NOT )?EXISTS\b|\bVALIDATE CONSTRAINT\b", re.IGNORECASE)
 
 
 def statements(sql: str) -> list[tuple[bool, str]]:
@@ -49,7 +52,7 @@ def _mixed(sql: str) -> tuple[list[str], list[str], list[str]]:
     for in_transaction, statement in statements(sql):
         if not _BOOKKEEPING.match(statement):
             (inside if in_transaction else outside).append(statement.splitlines()[0])
-    return inside, outside, [s for s in outside if not _RERUNNABLE.search(s)]
+    return inside, outside, [s for s in outside if _DDL.match(s) and not _RERUNNABLE.search(s)]
 
 
 def _problem(rev: Script, direction: str, sql: str) -> str | None:
