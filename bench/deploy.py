@@ -11,7 +11,7 @@ from pathlib import Path
 from bench.harness import Sizes, clock, median, ms, ratio
 from bench.report import Table
 from models.local import pg_program
-from tests.schema_checks import offline_sql
+from tests.checks import offline_sql
 from tests.support import ROOT, PgServer, alembic_config, run_alembic
 
 BARE_IMPORTS = "import sqlalchemy, alembic, sqlmodel"

@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeDecorator
 
 from migrations.dataloss import FLAG, GUARD_OPTION, DataLossRefused
+from migrations.describe import explain_check
 from migrations.lock import MigrationLock, PoolerError
 from models.db import connect, explain, resolve_url
 from models.errors import DatabaseError
@@ -41,6 +42,7 @@ config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 log = logging.getLogger("models")
+explain_check(getattr(context, "_proxy"))  # noqa: B009  (`alembic check` speaks sentences)
 LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of lock_timeout
 QUERY_CANCELED = "57014"  # SQLSTATE of statement_timeout
 

@@ -9,7 +9,7 @@ from sqlalchemy import Connection, Engine, create_engine
 from sqlmodel import Session
 
 from tests import pgbouncer as pgb
-from tests.schema_checks import SchemaCheckError
+from tests.checks import SchemaCheckError
 from tests.support import PgServer, migrate, open_server
 
 
@@ -30,7 +30,7 @@ def pytest_runtest_makereport(
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
     """The run's PostgreSQL: TEST_DATABASE_URL's server if set, else a throwaway embedded one."""
-    with open_server(tmp_path_factory.mktemp("pg", numbered=True)) as server:
+    with open_server(tmp_path_factory.mktemp("pg", numbered=True), durable=False) as server:
         yield server
 
 

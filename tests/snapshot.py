@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.schema_checks import SNAPSHOT, SchemaCheckError, compare_snapshot, render_snapshot
+from tests.checks import SNAPSHOT, SchemaCheckError, compare_snapshot, render_snapshot
 from tests.support import ROOT, alembic_config, open_server
 
 

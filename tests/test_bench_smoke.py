@@ -30,7 +30,7 @@ def test_uses_both(engine):
 def test_suite_benchmark_splits_a_pytest_run(tmp_path: Path) -> None:
     """1: a pytest run (here a tiny one) is split into its phases, which add up to the total."""
     (tmp_path / "test_tiny.py").write_text(TINY_SUITE)
-    tiny = (str(tmp_path / "test_tiny.py"), "-p", "no:pytest_alembic")
+    tiny = (str(tmp_path / "test_tiny.py"), "-p", "no:pytest_alembic", "-n", "0")
     table = suite.run(SMOKE, tiny)
     assert [row[0] for row in table.rows[:-2]] == list(suite.PHASES.values())
     parts = sum(float(row[1]) for row in table.rows[:-2])

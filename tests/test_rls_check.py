@@ -1,5 +1,6 @@
-"""The row-level security check (tests/rls_check.py): it passes on this project's history and
-fails, naming the table, the policy and the revision, on each way to drop or weaken it."""
+"""The row-level security check (tests/checks/rls.py, check 13): it passes on this project's
+history and fails, naming the table, the policy and the revision, on each way to drop or
+weaken it."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ import sqlalchemy as sa
 from alembic.config import Config
 
 from models.security import ROW_LEVEL_SECURITY
-from tests.rls_check import check_row_level_security
-from tests.schema_checks import SchemaCheckError
+from tests.checks import SchemaCheckError, check_row_level_security
 from tests.support import PgServer, alembic_config, head, revision, with_revisions
 
 pytestmark = pytest.mark.schema

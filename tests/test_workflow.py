@@ -32,7 +32,9 @@ from sqlmodel.sql.sqltypes import AutoString
 
 from models.naming import NAMING_CONVENTION
 from models.settings import Settings
-from tests import schema_checks as checks
+from tests import checks
+from tests.checks.common import scripts
+from tests.checks.lint import SQUAWK_CONFIG, squawk_binary
 from tests.support import ROOT, PgServer, alembic_config, head, revision, run_alembic
 
 EFFORT = sa.Enum("small", "large", name="wf_effort", native_enum=False, create_constraint=True)
@@ -113,11 +115,11 @@ def code(path: Path) -> str:
 
 def squawk_rules(cfg: Config, rev: str) -> set[str]:
     """The squawk rules that fire on one revision's own `upgrade <parent>:<rev> --sql`."""
-    script = checks.scripts(cfg).get_revision(rev)
+    script = scripts(cfg).get_revision(rev)
     assert script is not None
     sql = checks.offline_sql(cfg, f"{script.down_revision}:{rev}")
     run = subprocess.run(
-        [checks.squawk_binary(), "--config", str(checks.SQUAWK_CONFIG), "--reporter", "json"],
+        [squawk_binary(), "--config", str(SQUAWK_CONFIG), "--reporter", "json"],
         input=sql,
         capture_output=True,
         text=True,

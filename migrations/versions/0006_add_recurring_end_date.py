@@ -12,6 +12,7 @@ downgrade drops the CHECK and the column (and its values).
 """
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -20,6 +21,20 @@ revision: str = "0006"
 down_revision: str | Sequence[str] | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+# Schema check 5 (data survives) stores this row after this revision: a generated one would
+# give an end date without a recurrence, which the CHECK below forbids.
+schema_check_sample_rows = {
+    "tasks": [
+        {
+            "user_id": "check-5",
+            "title": "Water the plants",
+            "due_date": datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC),
+            "recurring": "weekly",
+            "recurring_end_date": datetime(2001, 6, 1, tzinfo=UTC),
+        }
+    ]
+}
 
 
 def upgrade() -> None:

@@ -1,4 +1,4 @@
-"""Schema check: row-level security on every table with a user_id, as models/security.py
+"""13. Row-level security on every table with a user_id, as models/security.py
 declares it.
 
     check_row_level_security(cfg, server)
@@ -32,7 +32,7 @@ from alembic.config import Config
 from sqlalchemy import Connection, MetaData
 
 from models.security import APP_ROLE, ROW_LEVEL_SECURITY, TABLE_OWNER, Policy
-from tests.schema_checks import SchemaCheckError, alembic_step, bound, history
+from tests.checks.common import SchemaCheckError, alembic_step, bound, history
 from tests.support import PgServer
 
 COMMANDS = ("SELECT", "INSERT", "UPDATE", "DELETE")
