@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Generator, Iterator
 
 import pytest
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine, pool
 from sqlmodel import Session
 
 from tests import pgbouncer as pgb
@@ -57,6 +57,15 @@ def engine(pg_server: PgServer) -> Iterator[Engine]:
         eng = create_engine(url)
         yield eng
         eng.dispose()
+
+
+@pytest.fixture
+def db(pg_server: PgServer) -> Iterator[Engine]:
+    """An empty database of its own (dropped afterwards) and an engine on it."""
+    with pg_server.database() as name:
+        engine = create_engine(pg_server.url(name), poolclass=pool.NullPool)
+        yield engine
+        engine.dispose()
 
 
 @pytest.fixture

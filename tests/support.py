@@ -185,6 +185,21 @@ def run_alembic(
     return run_python("-m", "alembic", *args, env=env, timeout=timeout)
 
 
+def deploys(count: int, env: Mapping[str, str]) -> list[subprocess.Popen[str]]:
+    """Start `count` real `alembic upgrade head` processes at once (output: stdout, merged)."""
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "alembic", "upgrade", "head"],
+            cwd=ROOT,
+            env=clean_env(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+
+
 @contextmanager
 def open_server(workdir: Path, *, durable: bool = True) -> Iterator[PgServer]:
     """TEST_DATABASE_URL's server if set, else a throwaway embedded one (data in workdir;

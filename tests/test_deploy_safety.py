@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from alembic.util import CommandError
-from sqlalchemy import Engine, create_engine, inspect, pool, text
+from sqlalchemy import Engine, inspect, text
 
 from models.settings import Settings
 from tests.checks import schema_ddl
 from tests.support import (
     ROOT,
     PgServer,
-    clean_env,
+    deploys,
     extra_versions,
     head,
     migrate,
@@ -45,15 +42,6 @@ def add_note_column(tmp_path: Path, then: str = "pass") -> str:
     )
 
 
-@pytest.fixture
-def db(pg_server: PgServer) -> Iterator[Engine]:
-    """An empty database of its own (dropped afterwards) and an engine on it."""
-    with pg_server.database() as name:
-        engine = create_engine(pg_server.url(name), poolclass=pool.NullPool)
-        yield engine
-        engine.dispose()
-
-
 def versions(engine: Engine) -> list[str]:
     with engine.connect() as conn:
         return list(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
@@ -61,9 +49,7 @@ def versions(engine: Engine) -> list[str]:
 
 def test_concurrent_deploys_serialize(db: Engine) -> None:
     """Three `alembic upgrade head` released at once: all exit 0, each revision runs once."""
-    env = clean_env(
-        {"DATABASE_URL": db.url.render_as_string(False), "MIGRATION_LOCK_TIMEOUT_SECONDS": "60"}
-    )
+    env = {"DATABASE_URL": db.url.render_as_string(False), "MIGRATION_LOCK_TIMEOUT_SECONDS": "60"}
     with db.connect() as gate:
         # A starting gate: every run must read alembic_version, which stays locked until
         # all the processes are connected and waiting, so they really start together.
@@ -75,17 +61,7 @@ def test_concurrent_deploys_serialize(db: Engine) -> None:
         )
         gate.commit()
         gate.execute(text("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE"))
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "alembic", "upgrade", "head"],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            for _ in range(DEPLOYS)
-        ]
+        procs = deploys(DEPLOYS, env)
         connected = text(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
             "AND application_name = 'todo-schema-migrate'"

@@ -6,7 +6,6 @@ import dataclasses
 import inspect
 import logging
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,15 +34,6 @@ from tests.support import (
 FAST = Settings(
     lock_timeout_seconds=0.2, migration_lock_retries=2, migration_retry_pause_seconds=0.1
 )
-
-
-@pytest.fixture
-def db(pg_server: PgServer) -> Iterator[Engine]:
-    """An empty database of its own (dropped afterwards) and an engine on it."""
-    with pg_server.database() as name:
-        engine = create_engine(pg_server.url(name), poolclass=pool.NullPool)
-        yield engine
-        engine.dispose()
 
 
 def tables(engine: Engine) -> set[str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +20,7 @@ from models.errors import DatabaseError
 from models.settings import Settings
 from tests import pgbouncer as pgb
 from tests.pgbouncer import PgBouncer, running_pgbouncer
-from tests.support import ROOT, PgServer, clean_env, migrate, run_alembic
+from tests.support import PgServer, deploys, migrate, run_alembic
 
 ADVISORY = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
 
@@ -137,18 +135,7 @@ def test_concurrent_deploys_through_the_pooler_never_share_the_lock(
     """Finding 1: four `alembic upgrade head` at once through PgBouncer: none of them migrates
     beside another (no foreign unlock, no catalog collision, no deadlock), the ones refused
     say why in one line, and no lock or setting is left behind."""
-    env = clean_env({"DATABASE_URL": pgbouncer.dsn(dbname)})
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "alembic", "upgrade", "head"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for _ in range(4)
-    ]
+    procs = deploys(4, {"DATABASE_URL": pgbouncer.dsn(dbname)})
     outputs = [p.communicate(timeout=60)[0] for p in procs]
     log = "\n".join(outputs)
     assert "you don't own a lock" not in log and "Traceback" not in log, log
