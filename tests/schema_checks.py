@@ -53,6 +53,7 @@ from sqlalchemy import Connection, MetaData, Table, create_engine, inspect, pool
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeDecorator
 
+import migrations.enums  # noqa: F401  (registers the native enum value comparator)
 from models.local import pg_program
 from tests.support import ROOT, PgServer
 
@@ -311,6 +312,8 @@ def describe_difference(diff: Any) -> str:
         if kind.startswith("add"):
             return f"{what} is in {mod}, but no revision creates it"
         return f"{what} is in the database, not in {mod}"
+    if kind == "add_enum_value":
+        return f"enum type {diff[2]}: value {diff[3]!r} is in {mod}, not in the database"
     return f"{kind}: {diff[1:]!r}"
 
 
