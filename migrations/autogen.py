@@ -6,21 +6,27 @@ turns them into revisions that apply on a live table with rows:
 - an index on an existing table: `ops.create_index_concurrently` / `drop_index_concurrently`;
 - a foreign key, or the CHECK of an enum column, on an existing table: added `NOT VALID`
   (a brief lock, no scan), then `ops.validate_constraint` in the next revision;
-- an enum column (the project's convention: `sa.Enum(..., native_enum=False,
-  create_constraint=True, name=...)`) on an existing table: a varchar column, then its
-  named CHECK as above; a native PostgreSQL enum is refused (see `check_column`);
-- a value added to (or removed from) such an enum: the varchar widens if needed, and the
-  CHECK, which autogenerate does not compare, is replaced `NOT VALID`, then validated;
+- a varchar enum column (`sa.Enum(..., native_enum=False, create_constraint=True,
+  name=...)`) on an existing table: a varchar column, then its named CHECK as above;
+- a native PostgreSQL enum column (`sa.Enum(..., name=...)`), on an existing or a new
+  table: `op.execute("CREATE TYPE ...")` first when the type is new, the column as
+  `postgresql.ENUM(..., create_type=False)`, and the downgrade drops the type after the
+  column (migrations/enums.py);
+- a value added to a varchar enum: the varchar widens if needed, and the CHECK, which
+  autogenerate does not compare, is replaced `NOT VALID`, then validated;
+- a value added to a native enum (seen by migrations/enums.py's comparator): a revision
+  of `ops.add_enum_value` steps that runs first; a value removed or moved: refused;
 - NULL -> NOT NULL on an existing column: a `CHECK (col IS NOT NULL) NOT VALID`, then
   `ops.set_not_null` in the next revision (SET NOT NULL then skips its scan);
 - a new NOT NULL column on an existing table without a server default: refused;
 - a varchar widening: kept, with its reviewed lint exception declared in the revision.
 
 A revision either runs in one transaction or is made of rerunnable autocommit steps
-(migrations/ops.py), never both: one autogenerate run writes up to four chained
-revisions, in this order: index drops (steps), the transactional changes, the validations
-(a later transaction), index builds (steps). Tables created in the same run keep plain
-operations (they are empty). env.py imports this module only to write revisions.
+(migrations/ops.py), never both: one autogenerate run writes up to five chained
+revisions, in this order: enum values (steps), index drops (steps), the transactional
+changes, the validations (a later transaction), index builds (steps). Tables created in
+the same run keep plain operations (they are empty). env.py imports this module when it
+compares with the models.
 """
 
 from __future__ import annotations
@@ -41,10 +47,16 @@ from alembic.util import CommandError
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex
 
+from migrations.enums import (
+    OPS_IMPORT,
+    AddEnumValue,
+    CreateEnumType,
+    database_enums,
+    is_native,
+)
 from migrations.ops import not_null_check_name
 
 log = logging.getLogger("models")
-OPS_IMPORT = "from migrations import ops"
 CONVENTION = "README, Daily workflow"
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
@@ -145,8 +157,10 @@ def _render_not_null(autogen_context: AutogenContext, op: SetNotNull) -> str:
 
 @dataclass
 class Plan:
-    """The operations of one autogenerate run, sorted into up to three revisions."""
+    """The operations of one autogenerate run, sorted into up to five revisions."""
 
+    bind: sa.Connection | None = None
+    values: list[MigrateOperation] = field(default_factory=list)  # online: ADD VALUE
     before: list[MigrateOperation] = field(default_factory=list)  # online: index drops
     main: list[MigrateOperation] = field(default_factory=list)  # one transaction
     validate: list[MigrateOperation] = field(default_factory=list)  # a later transaction
@@ -154,6 +168,9 @@ class Plan:
     # schema_check_exceptions of the main and of the validating revision (check id -> reason)
     main_exceptions: dict[str, str] = field(default_factory=dict)
     validate_exceptions: dict[str, str] = field(default_factory=dict)
+    # native enum types that exist (in the database, or created earlier in main)
+    types: set[tuple[str | None, str]] = field(default_factory=set)
+    known: dict[str | None, set[str]] = field(default_factory=dict)
 
     @staticmethod
     def except_(exceptions: dict[str, str], check: str, reason: str) -> None:
@@ -161,20 +178,22 @@ class Plan:
         exceptions[check] = f"{exceptions[check]}; {reason}" if check in exceptions else reason
 
 
-def check_column(table: str, column: sa.Column[Any]) -> None:
-    """Refuse a native PostgreSQL enum: the convention is a varchar with a named CHECK.
-
-    A native type needs CREATE TYPE before the column and DROP TYPE after it, and a value
-    added later needs ALTER TYPE outside a transaction that autogenerate never sees.
-    """
+def ensure_type(plan: Plan, column: sa.Column[Any]) -> None:
+    """A native enum column's type: CREATE TYPE in main, before the first column using it,
+    unless the database has it already (then the column only uses it)."""
     type_ = column.type
-    if isinstance(type_, sa.Enum) and type_.native_enum:
-        raise CommandError(
-            f"column {table}.{column.name} is a native PostgreSQL enum; this project stores "
-            f"enums as varchar + CHECK: write sa.Enum(..., native_enum=False, "
-            f"create_constraint=True, name={type_.name or column.name!r}) in the model "
-            f"({CONVENTION}), then autogenerate again"
-        )
+    if not is_native(type_):
+        return
+    assert isinstance(type_, sa.Enum)
+    key = (type_.schema, str(type_.name))
+    if key in plan.types:
+        return
+    plan.types.add(key)
+    if type_.schema not in plan.known:
+        found = database_enums(plan.bind, type_.schema) if plan.bind is not None else {}
+        plan.known[type_.schema] = set(found)
+    if key[1] not in plan.known[type_.schema]:
+        plan.main.append(CreateEnumType(type_))
 
 
 def _enum_check(column: sa.Column[Any]) -> sa.CheckConstraint | None:
@@ -198,7 +217,7 @@ def _check_sql(check: sa.CheckConstraint) -> str:
 
 def _add_column(plan: Plan, op: alembic_ops.AddColumnOp, ops_: list[MigrateOperation]) -> None:
     column, table = op.column, op.table_name
-    check_column(table, column)
+    ensure_type(plan, column)
     if (
         not column.nullable
         and column.server_default is None
@@ -295,6 +314,19 @@ def _is_widening(op: alembic_ops.AlterColumnOp) -> bool:
 
 def _alter_column(plan: Plan, op: alembic_ops.AlterColumnOp, ops_: list[MigrateOperation]) -> None:
     where = f"{op.table_name}.{op.column_name}"
+    if op.modify_type is not None and (is_native(op.modify_type) or is_native(op.existing_type)):
+        old, new = (getattr(t, "name", None) for t in (op.existing_type, op.modify_type))
+        if not (is_native(op.modify_type) and is_native(op.existing_type) and old == new):
+            raise CommandError(
+                f"column {where} changes its type to or from a native enum: write that "
+                "revision by hand (CREATE TYPE, ALTER COLUMN ... TYPE <type> USING "
+                f"{op.column_name}::text::<type>, a rewrite under ACCESS EXCLUSIVE: or "
+                f"expand/contract with a new column; {CONVENTION})"
+            )
+        op.modify_type = None  # the same type: its values are compared in migrations/enums.py
+        unchanged = op.modify_server_default is False and op.modify_comment is False
+        if op.modify_nullable is None and unchanged and not op.modify_name:
+            return
     if isinstance(op.modify_type, sa.Enum) and not op.modify_type.native_enum:
         # A longer enum value: only the varchar widens (its CHECK: _enum_value_changes).
         op.modify_type = sa.String(length=op.modify_type.length)
@@ -337,7 +369,7 @@ def _modify(plan: Plan, container: alembic_ops.ModifyTableOps, new: set[str]) ->
     if table in new:
         for item in container.ops:
             if isinstance(item, alembic_ops.AddColumnOp):
-                check_column(table, item.column)
+                ensure_type(plan, item.column)
         plan.main.append(container)
         return
     ops_: list[MigrateOperation] = []
@@ -399,15 +431,18 @@ def plan(
 ) -> Plan:
     """Sort autogenerate's operations into the revisions that apply them safely."""
     new = {op.table_name for op in upgrade_ops.ops if isinstance(op, alembic_ops.CreateTableOp)}
-    result = Plan()
+    result = Plan(bind=bind)
     for item in upgrade_ops.ops:
+        if isinstance(item, AddEnumValue):
+            result.values.append(item)
+            continue
         if isinstance(item, alembic_ops.ModifyTableOps):
             _modify(result, item, new)
             continue
         if isinstance(item, alembic_ops.CreateTableOp):
             table = item.to_table()
             for column in table.columns:
-                check_column(item.table_name, column)
+                ensure_type(result, column)
             _warn_unindexed_foreign_keys(upgrade_ops, table)
         result.main.append(item)
     if metadata is not None and bind is not None:
@@ -437,6 +472,7 @@ def rewrite(
     sorted_ = plan(script.upgrade_ops, context.opts.get("target_metadata"), context.bind)
     message = script.message or "schema change"
     parts = [
+        (sorted_.values, f"{message}: add enum values first", {}),
         (sorted_.before, f"{message}: drop indexes first", {}),
         (sorted_.main, message, sorted_.main_exceptions),
         (sorted_.validate, f"{message}: validate", sorted_.validate_exceptions),

@@ -50,10 +50,15 @@ QUERY_CANCELED = "57014"  # SQLSTATE of statement_timeout
 def render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
     """Render SQLModel/project column types as the plain SQLAlchemy type they store as.
 
-    A revision then needs only `sa` (never sqlmodel or models/), and reads like the DDL.
+    A revision then needs only `sa` (never sqlmodel or models/), and reads like the DDL. A
+    native enum renders as `postgresql.ENUM(..., create_type=False)` (migrations/enums.py).
     """
     if type_ == "type" and isinstance(obj, TypeDecorator):
         return f"sa.{obj.impl_instance!r}"
+    if type_ == "type":
+        from migrations.enums import render_type
+
+        return render_type(obj, autogen_context)
     return False
 
 
@@ -127,6 +132,8 @@ def target_metadata() -> MetaData:
     """
     if not compares_with_models():
         return MetaData(naming_convention=NAMING_CONVENTION)
+    import migrations.autogen  # noqa: F401  (registers the enum value comparator)
+
     given = config.attributes.get("target_metadata")
     if isinstance(given, MetaData):
         return given  # a caller's own models (the tests of the workflow)

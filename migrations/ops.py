@@ -8,7 +8,9 @@ using them must use nothing else (a CONCURRENTLY build that fails after ordinary
 leaves that DDL committed and the revision unrecorded):
 - `create_index_concurrently` / `drop_index_concurrently`: CREATE/DROP INDEX CONCURRENTLY;
   a build that crashed leaves an INVALID index, which the next run drops and builds again;
-- `backfill`: an UPDATE in batches, each batch its own transaction.
+- `backfill`: an UPDATE in batches, each batch its own transaction;
+- `add_enum_value`: ALTER TYPE ... ADD VALUE IF NOT EXISTS, committed before the revisions
+  that use the value (PostgreSQL cannot use a value in the transaction that added it).
 
 Steps inside the revision's transaction, for a revision after the one that added a
 constraint `NOT VALID` (`op.create_check_constraint(..., postgresql_not_valid=True)`,
@@ -98,6 +100,25 @@ def drop_extension(name: str) -> None:
     """DROP EXTENSION IF EXISTS (RESTRICT: it fails while anything else still uses it)."""
     with op.get_context().autocommit_block():
         op.execute(f"DROP EXTENSION IF EXISTS {name}")
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def add_enum_value(
+    type_name: str, value: str, *, before: str | None = None, after: str | None = None
+) -> None:
+    """ALTER TYPE type_name ADD VALUE IF NOT EXISTS value [BEFORE/AFTER a value], committed.
+
+    In an autocommit block: PostgreSQL 12+ runs ADD VALUE in a transaction, but no statement
+    of that transaction may use the new value (a default, a row, a CHECK): committed here,
+    the revisions after this one can. Rerunnable (IF NOT EXISTS). No downgrade can drop an
+    enum value: to remove one, see the README (Daily workflow).
+    """
+    where = f" BEFORE {_quote(before)}" if before else f" AFTER {_quote(after)}" if after else ""
+    with op.get_context().autocommit_block():
+        op.execute(f"ALTER TYPE {type_name} ADD VALUE IF NOT EXISTS {_quote(value)}{where}")
 
 
 def drop_index_concurrently(name: str) -> None:

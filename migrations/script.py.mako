@@ -5,11 +5,13 @@ Revises: ${down_revision | comma,n}
 Create Date: ${create_date}
 
 Review before committing (README, "Daily workflow"): names come from the naming
-convention, server defaults are explicit, enums are varchar + a named CHECK, an index on
-an existing table is built CONCURRENTLY (migrations/ops.py) in a revision of its own, a
-CHECK or foreign key on an existing table is added NOT VALID and validated by the next
-revision, every schema_check_exceptions entry has a true reason, downgrade() removes
-exactly what upgrade() adds, and nothing is imported from models/.
+convention, server defaults are explicit, an enum is varchar + a named CHECK or a native
+type created before its column and dropped after it (new values: ops.add_enum_value, in
+a revision of their own), an index on an existing table is built CONCURRENTLY
+(migrations/ops.py) in a revision of its own, a CHECK or foreign key on an existing
+table is added NOT VALID and validated by the next revision, every
+schema_check_exceptions entry has a true reason, downgrade() removes exactly what
+upgrade() adds, and nothing is imported from models/.
 """
 
 from collections.abc import Sequence

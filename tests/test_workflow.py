@@ -19,6 +19,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -410,14 +411,146 @@ def test_a_new_enum_value_replaces_the_check_not_valid(work: Workspace) -> None:
         work.migrate("-2", down=True)  # 'tiny' is stored: the old CHECK cannot come back
 
 
-def test_a_native_enum_is_refused_with_the_convention(work: Workspace) -> None:
-    """A native PostgreSQL enum column: no revision, one line pointing to the convention."""
+def native(*values: str, name: str = "wf_effort") -> sa.Enum:
+    """A native PostgreSQL enum of a StrEnum's values, declared as models/task.py does."""
+    members = StrEnum("WfValues", {value.upper(): value for value in values})  # type: ignore[misc]
+    return sa.Enum(members, name=name, values_callable=lambda e: [m.value for m in e])
+
+
+def with_native_effort(*values: str, default: str = "small") -> sa.MetaData:
+    """The project's tables plus tasks.wf_effort, a native enum of values."""
     metadata = project_metadata()
-    native = sa.Enum("small", "large", name="wf_effort")
-    metadata.tables["tasks"].append_column(sa.Column("wf_effort", native, server_default="small"))
-    with pytest.raises(CommandError, match=r"tasks.wf_effort is a native .*native_enum=False"):
-        work.autogenerate(metadata, "wf_effort")
-    assert not list(work.versions.glob("*.py"))
+    column: sa.Column[str] = sa.Column(
+        "wf_effort", native(*values), server_default=default, nullable=False
+    )
+    metadata.tables["tasks"].append_column(column)
+    return metadata
+
+
+def labels(work: Workspace, name: str = "wf_effort") -> str | None:
+    """A type's values in their sort order, or None when the type does not exist."""
+    if work.scalar(f"SELECT to_regtype('{name}')") is None:
+        return None
+    return str(work.scalar(f"SELECT array_to_string(enum_range(NULL::{name}), ',')"))
+
+
+def test_a_native_enum_column_creates_its_type_first_and_drops_it_last(work: Workspace) -> None:
+    """A native enum column with a default on tasks (rows in it): CREATE TYPE, then the
+    column; down drops the column, then the type (no leftover); up again; --sql applies."""
+    metadata = with_native_effort("small", "large")
+    [written] = work.autogenerate(metadata, "wf_effort")
+    source = code(written)
+    upgrade, downgrade = source.split("def downgrade")
+    assert upgrade.index("CREATE TYPE wf_effort AS ENUM ('small', 'large')") < upgrade.index(
+        "op.add_column"
+    )
+    assert (
+        "postgresql.ENUM('small', 'large', name='wf_effort', create_type=False), "
+        "server_default='small'"
+    ) in upgrade
+    assert downgrade.index("op.drop_column") < downgrade.index("DROP TYPE wf_effort")
+    work.migrate()
+    assert work.scalar("SELECT string_agg(wf_effort::text, ',') FROM tasks") == "small,small"
+    with work.engine.connect() as conn:
+        cfg = work.config(conn, metadata)
+        command.check(cfg)
+        cfg.attributes.pop("connection")
+        checks.check_models_match(cfg, work.server, metadata)
+        checks.check_offline_matches_online(cfg, work.server)
+        assert squawk_rules(work.config(conn), numbered(1)) == set()
+    work.migrate(head(), down=True, allow_data_loss=True)
+    assert labels(work) is None
+    work.migrate()
+    assert labels(work) == "small,large"
+
+
+def test_a_new_table_with_a_native_enum_creates_its_type_once(work: Workspace) -> None:
+    """A new table with two columns of one new native enum type: one CREATE TYPE before the
+    table, DROP TYPE after DROP TABLE; it applies, and leaves no type behind going down."""
+    metadata = project_metadata()
+    kind = native("red", "green", name="wf_colour")
+    sa.Table(
+        "wf_paints",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("inside", kind, server_default="red", nullable=False),
+        sa.Column("outside", kind),
+    )
+    [written] = work.autogenerate(metadata, "paints")
+    upgrade, downgrade = code(written).split("def downgrade")
+    assert upgrade.count("CREATE TYPE wf_colour") == 1
+    assert upgrade.index("CREATE TYPE wf_colour") < upgrade.index("op.create_table")
+    assert downgrade.index("op.drop_table") < downgrade.index("DROP TYPE wf_colour")
+    work.migrate()
+    with work.engine.begin() as conn:
+        conn.execute(text("INSERT INTO wf_paints (id, outside) VALUES (1, 'green')"))
+    with work.engine.connect() as conn:
+        command.check(work.config(conn, metadata))
+    work.migrate(head(), down=True, allow_data_loss=True)
+    assert labels(work, "wf_colour") is None
+
+
+def test_an_added_native_enum_value_is_seen_and_added_in_its_own_step(work: Workspace) -> None:
+    """Values added to a native enum: alembic check and the models check see them; the
+    revision adds them in declaration order (ALTER TYPE, committed first), so the next
+    revision's default may use one; down keeps them (documented), up again reruns."""
+    work.autogenerate(with_native_effort("small", "large"), "wf_effort")
+    work.migrate()
+    metadata = with_native_effort("tiny", "small", "medium", "large", default="medium")
+    with work.engine.connect() as conn:
+        cfg = work.config(conn, metadata)
+        with pytest.raises(
+            CommandError,
+            match=r"enum type wf_effort: value 'tiny' is in the models, not in the database",
+        ):
+            command.check(cfg)
+    with pytest.raises(checks.SchemaCheckError, match="wf_effort"):
+        checks.check_models_match(work.config(None), work.server, metadata)
+    values, default = (code(p) for p in work.autogenerate(metadata, "more effort"))
+    assert "ops.add_enum_value('wf_effort', 'tiny', before='small')" in values
+    assert "ops.add_enum_value('wf_effort', 'medium', after='small')" in values
+    assert "op." not in values.replace("from alembic import op", "")
+    assert "server_default='medium'" in default
+    work.migrate()
+    assert labels(work) == "tiny,small,medium,large"
+    assert work.scalar("SELECT max(wf_effort) FROM tasks") == "small"
+    with work.engine.begin() as conn:
+        conn.execute(text("INSERT INTO tasks (user_id, title) VALUES ('c', 'z')"))
+    assert work.scalar("SELECT max(wf_effort) FROM tasks") == "medium"  # declaration order
+    with work.engine.connect() as conn:
+        command.check(work.config(conn, metadata))
+        assert squawk_rules(work.config(conn), numbered(2)) == set()
+    checks.check_offline_matches_online(work.config(None), work.server)
+    work.migrate(numbered(1), down=True)
+    assert labels(work) == "tiny,small,medium,large"  # PostgreSQL cannot drop a value
+    work.migrate()
+
+
+def test_a_removed_native_enum_value_is_refused_with_the_manual_path(work: Workspace) -> None:
+    """A value dropped from a native enum in the model: autogenerate and check refuse in one
+    line naming the value and the manual path; no revision is written."""
+    work.autogenerate(with_native_effort("small", "large"), "wf_effort")
+    work.migrate()
+    before = set(work.versions.glob("*.py"))
+    metadata = with_native_effort("small")
+    refusal = r"enum type wf_effort: the models drop 'large' .*PostgreSQL cannot drop"
+    with pytest.raises(CommandError, match=refusal) as exc:
+        work.autogenerate(metadata, "less effort")
+    assert "\n" not in str(exc.value) and "USING col::text::" in str(exc.value)
+    assert set(work.versions.glob("*.py")) == before
+    with work.engine.connect() as conn, pytest.raises(CommandError, match=refusal):
+        command.check(work.config(conn, metadata))
+
+
+def test_a_type_change_to_a_native_enum_is_refused_with_the_manual_path(work: Workspace) -> None:
+    """varchar -> native enum on an existing column (a rewrite): refused in one line."""
+    metadata = project_metadata()
+    metadata.tables["tasks"].append_column(sa.Column("wf_size", sa.String(10)))
+    work.autogenerate(metadata, "wf_size")
+    work.migrate()
+    metadata.tables["tasks"].c.wf_size.type = native("s", "m", name="wf_size")
+    with pytest.raises(CommandError, match=r"tasks.wf_size changes its type .* by hand"):
+        work.autogenerate(metadata, "wf_size enum")
 
 
 def test_a_not_null_column_without_a_default_is_refused(work: Workspace) -> None:
