@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, col
 
 from bench.data import load_tasks, share, user_id
@@ -29,6 +30,7 @@ from models import (
     update_task,
 )
 from models.listing import ListQuery, _encode
+from models.security import bound_user
 from tests.support import PgServer, migrate, run_alembic
 
 REVISIONS = ("0003", "0004", "0005", "0006", "0007", "0008", "0009")
@@ -231,7 +233,7 @@ def round_trips(engine: Engine) -> list[list[str]]:
     result = []
     for label, writes in (
         ("v1.0 (ORM: add/commit/refresh)", v1_writes),
-        ("v1.1 (one statement ... RETURNING)", v11_writes),
+        ("v1.1 (one statement ... RETURNING, for its owner)", v11_writes),
     ):
         sent: list[str] = []
 
@@ -241,13 +243,19 @@ def round_trips(engine: Engine) -> list[list[str]]:
         def commit(*args: Any, sent: list[str] = sent) -> None:
             sent.append("COMMIT")
 
+        def begin(session: OrmSession, *args: Any, sent: list[str] = sent) -> None:
+            if bound_user(session) is not None:  # models/security.py sets the user first
+                sent.append("SET_CONFIG")
+
         event.listen(engine, "before_cursor_execute", record)
         event.listen(engine, "commit", commit)
+        event.listen(OrmSession, "after_begin", begin)
         try:
             writes(engine, "rt")
         finally:
             event.remove(engine, "before_cursor_execute", record)
             event.remove(engine, "commit", commit)
+            event.remove(OrmSession, "after_begin", begin)
         result.append([label, str(len(sent)), " ".join(sent)])
     return result
 
@@ -303,8 +311,9 @@ def run(server: PgServer, sizes: Sizes) -> list[Table]:
                 Table(
                     "7e. Round trips per create + update + delete",
                     "Statements (and COMMITs) sent for one create, one update and one delete, "
-                    "each in its own request; the pool's pre-ping and psycopg2's BEGIN come "
-                    "on top, the same for both.",
+                    "each in its own request, SET_CONFIG being the user's set_config that "
+                    "row-level security needs per transaction (revision 0010); the pool's "
+                    "pre-ping and psycopg2's BEGIN come on top, the same for both.",
                     ["code", "sent", "what"],
                     round_trips(engine),
                 ),
