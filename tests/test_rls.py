@@ -25,6 +25,7 @@ from models.security import (
     create_app_role,
     get_user_session,
 )
+from tests import pgbouncer as pgb
 from tests.support import (
     PgServer,
     head,
@@ -395,6 +396,31 @@ def test_twenty_users_on_shared_connections_never_see_each_other(pg_server: PgSe
         foreign, shared = interleaved_users(app_url(pg_server, name))
     assert foreign == 0
     assert shared >= 1  # users really took turns on the same server connections
+
+
+def test_twenty_users_through_pgbouncer_never_see_each_other(
+    pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The same 20 users through a real PgBouncer in transaction mode, logging in to the
+    server as the app role on 4 server connections: 0 cross-user rows, the users'
+    transactions interleaved on those connections."""
+    if pgb.binary() is None:
+        pytest.skip(pgb.MISSING)
+    app_role = replace(pg_server, user=APP_ROLE, password=None)
+    with (
+        pg_server.database("bounced") as name,
+        pgb.running_pgbouncer(
+            app_role, tmp_path_factory.mktemp("pgb-rls"), default_pool_size="4"
+        ) as bouncer,
+    ):
+        migrate(pg_server.url(name))
+        probe = create_engine(bouncer.url(name), poolclass=pool.NullPool)
+        with probe.connect() as conn:  # the policies apply: not a superuser behind it
+            assert conn.execute(text("SELECT current_user")).scalar_one() == APP_ROLE
+        probe.dispose()
+        foreign, shared = interleaved_users(bouncer.url(name), pool_size=20)
+    assert foreign == 0
+    assert shared >= 1
 
 
 # ------------------------------------------------------------------ the owner's backfill
