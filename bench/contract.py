@@ -1,4 +1,4 @@
-"""7. Contract v1.1 at scale: writer stall per revision, every list variant, search, count,
+"""8. Contract v1.1 at scale: writer stall per revision, every list variant, search, count,
 keyset against OFFSET, and round trips per write, before and after."""
 
 from __future__ import annotations
@@ -274,7 +274,7 @@ def run(server: PgServer, sizes: Sizes) -> list[Table]:
         try:
             tables = [
                 Table(
-                    "7a. Writer stall per contract revision",
+                    "8a. Writer stall per contract revision",
                     f"{rows:,} tasks loaded at 0002 (v1.0), their v1.1 columns filled before "
                     "0009 (FILL); each new revision run alone as a "
                     f"deploy would (`alembic upgrade <rev>`, a process), while {sizes.writers} "
@@ -284,7 +284,7 @@ def run(server: PgServer, sizes: Sizes) -> list[Table]:
                     stall_rows,
                 ),
                 Table(
-                    "7b. Every list variant, heaviest owner",
+                    "8b. Every list variant, heaviest owner",
                     f"Owner rank 1 (~{round(rows * share(1, sizes.users)):,} tasks) of "
                     f"{rows:,}, v1.1 columns filled before 0009 (FILL in bench/contract.py); "
                     "page of "
@@ -296,20 +296,20 @@ def run(server: PgServer, sizes: Sizes) -> list[Table]:
                     variants(engine, runs),
                 ),
                 Table(
-                    "7c. Count and search, heaviest owner",
+                    "8c. Count and search, heaviest owner",
                     f"{runs} runs each. Goal: p50 <= 10 ms each.",
                     ["what", "plan", "server p50 ms", "call p50 ms"],
                     count_and_search(engine, runs),
                 ),
                 Table(
-                    "7d. Page 1,000: keyset against OFFSET",
+                    "8d. Page 1,000: keyset against OFFSET",
                     f"Pages of 50, newest first, heaviest owner; {runs} runs each; both return "
                     "the same first row (asserted).",
                     ["page 1,000 by", "plan", "server p50 ms"],
                     keyset_vs_offset(engine, runs),
                 ),
                 Table(
-                    "7e. Round trips per create + update + delete",
+                    "8e. Round trips per create + update + delete",
                     "Statements (and COMMITs) sent for one create, one update and one delete, "
                     "each in its own request, SET_CONFIG being the user's set_config that "
                     "row-level security needs per transaction (revision 0010); the pool's "

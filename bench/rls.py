@@ -1,4 +1,4 @@
-"""7. Row-level security: the list query with and without RLS, and setting the user per
+"""9. Row-level security: the list query with and without RLS, and setting the user per
 transaction, in the same run on the same table."""
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def plan_of(engine: Engine, owner: str, complete: bool | None, bind: bool) -> tu
 def run(server: PgServer, sizes: Sizes) -> Table:
     rows = max(sizes.rows)
     table = Table(
-        "7. Row-level security",
+        "9. Row-level security",
         f"One table of {rows:,} rows at head ({sizes.users} users, Zipf-skewed, loaded as in "
         "4). The same `list_tasks` page (50, newest first) through the app's engine, a new "
         f"Session per call: *{WITHOUT}* connects as the tables' owner, a superuser, whom "

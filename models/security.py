@@ -150,7 +150,7 @@ def acting_as(session: OrmSession, user_id: str) -> Iterator[None]:
 def set_user(connection: Connection, user_id: str) -> None:
     """Run SET_USER with user_id as a bound parameter, on the DBAPI cursor directly: a
     statement per transaction, so it skips SQLAlchemy's statement machinery (~40% of the
-    cost; BENCHMARKS.md, section 7) and its logging and events."""
+    cost; BENCHMARKS.md, section 9) and its logging and events."""
     cursor = connection.connection.cursor()
     try:
         cursor.execute(SET_USER, (user_id,))
