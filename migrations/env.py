@@ -304,6 +304,11 @@ def failure(exc: Exception, s: Settings, tries: int, connection: Connection) -> 
             "once the transaction holding the lock has finished"
         )
     at = database_at(connection)
+    if isinstance(exc, DataLossRefused) and exc.fix:
+        return (
+            f"downgrade of revision {revision} refused: {exc}; nothing was changed, the "
+            f"database is at {at}: {exc.fix}"
+        )
     if isinstance(exc, DataLossRefused):
         return (
             f"downgrade of revision {revision} refused: {exc}; nothing was dropped, the "
