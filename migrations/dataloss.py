@@ -95,7 +95,7 @@ def refuse_enum_value(bind: Connection, type_name: str, value: str) -> None:
     """Refuses (DataLossRefused, with the count) removing an enum value that rows hold.
 
     Always, even with the flag: there is no value to map those rows to, so the rows must
-    be changed first (an UPDATE, by hand or in the downgrade before the removal)."""
+    be changed first (an UPDATE, by hand or in the revision before the removal)."""
     type_oid = "to_regtype(:type_name)"
     columns = bind.execute(text(ENUM_COLUMNS.format(type_oid=type_oid)), {"type_name": type_name})
     rows = 0
@@ -111,7 +111,7 @@ def refuse_enum_value(bind: Connection, type_name: str, value: str) -> None:
             "row(s) holding it",
             fix=(
                 "change those rows to another value first (an UPDATE, by hand or in the "
-                f"downgrade before ops.remove_enum_value); {FLAG} cannot help: there is no "
+                f"revision before ops.remove_enum_value); {FLAG} cannot help: there is no "
                 "value to map them to"
             ),
         )

@@ -601,7 +601,7 @@ def test_removing_an_enum_value_that_rows_hold_is_refused(work: Workspace) -> No
             f"downgrade of revision {numbered(2)} refused: it would drop value 'medium' of "
             "enum type wf_effort and its 2 row(s) holding it; nothing was changed, the "
             f"database is at {numbered(2)}: change those rows to another value first (an "
-            "UPDATE, by hand or in the downgrade before ops.remove_enum_value); "
+            "UPDATE, by hand or in the revision before ops.remove_enum_value); "
             "-x allow-data-loss=true cannot help: there is no value to map them to"
         )
     assert labels(work) == ",".join(FOUR)
