@@ -11,7 +11,8 @@ Alembic adds a native enum column without its type, and compares no enum values.
 - `compare_enum_values`: an Alembic comparator (registered on import of this module) that
   compares the labels of every native enum type the models use (pg_enum) with the models'
   values. A value added is an `AddEnumValue` (`ops.add_enum_value`, an autocommit step:
-  PostgreSQL cannot use a new value in the transaction that added it); a value removed,
+  PostgreSQL cannot use a new value in the transaction that added it; its downgrade is
+  `ops.remove_enum_value`, which rebuilds the type without it); a value removed from the models,
   renamed or moved is refused with the manual path (PostgreSQL cannot drop a value).
 
 env.py (when comparing with the models) and the schema checks import this module, so
@@ -70,7 +71,7 @@ class CreateEnumType(MigrateOperation):
 
 
 class AddEnumValue(MigrateOperation):
-    """`ops.add_enum_value(type, value, before=/after=)`; reversed: a comment (see render)."""
+    """`ops.add_enum_value(type, value, before=/after=)`; reversed: `ops.remove_enum_value`."""
 
     def __init__(
         self,
@@ -108,10 +109,10 @@ def _render_type(autogen_context: AutogenContext, op: CreateEnumType) -> str:
 
 @renderers.dispatch_for(AddEnumValue)
 def _render_value(autogen_context: AutogenContext, op: AddEnumValue) -> str:
-    if op.undo:
-        return f"pass  # {op.value!r} stays: PostgreSQL cannot drop an enum value (README)"
     autogen_context.imports.add(OPS_IMPORT)
     args = [repr(_type_sql(op.name, op.schema)), repr(op.value)]
+    if op.undo:
+        return f"ops.remove_enum_value({', '.join(args)})"
     if op.before is not None:
         args.append(f"before={op.before!r}")
     if op.after is not None:

@@ -178,6 +178,7 @@ class Progress:
     and whether part of it is already committed (by an autocommit block)."""
 
     revision: str | None = None
+    direction = "upgrade"  # or "downgrade": which function of the revision runs
     first: str | None = None  # the first revision of this run (where a downgrade started)
     running: bool = False
     in_transaction: int = 0  # statements run in the revision's open transaction
@@ -224,7 +225,7 @@ class Progress:
     def _wrap(cls, fn: Callable[[], None], revision: str, name: str) -> Callable[[], None]:
         @functools.wraps(fn)
         def run() -> None:
-            cls.revision = revision
+            cls.revision, cls.direction = revision, name
             cls.first = cls.first or revision
             cls.in_transaction, cls.committed_ddl, cls.autocommitted = 0, False, False
             opts = context.get_context().opts
@@ -304,6 +305,11 @@ def failure(exc: Exception, s: Settings, tries: int, connection: Connection) -> 
             "once the transaction holding the lock has finished"
         )
     at = database_at(connection)
+    if isinstance(exc, DataLossRefused) and exc.fix:
+        return (
+            f"{Progress.direction} of revision {revision} refused: {exc}; nothing was changed, the "
+            f"database is at {at}: {exc.fix}"
+        )
     if isinstance(exc, DataLossRefused):
         return (
             f"downgrade of revision {revision} refused: {exc}; nothing was dropped, the "

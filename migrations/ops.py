@@ -12,6 +12,9 @@ leaves that DDL committed and the revision unrecorded):
 - `add_enum_value`: ALTER TYPE ... ADD VALUE IF NOT EXISTS, committed before the revisions
   that use the value (PostgreSQL cannot use a value in the transaction that added it).
 
+Its downgrade, `remove_enum_value`, runs in the revision's transaction (one DO block,
+the same with --sql, a no-op once the value is gone): the type rebuilt without the value.
+
 Steps inside the revision's transaction, for a revision after the one that added a
 constraint `NOT VALID` (`op.create_check_constraint(..., postgresql_not_valid=True)`,
 `op.create_foreign_key(..., postgresql_not_valid=True)`):
@@ -27,6 +30,8 @@ from contextlib import contextmanager
 
 from alembic import op
 from sqlalchemy import text
+
+from migrations.dataloss import ENUM_COLUMNS, refuse_enum_value
 
 # Longest identifier PostgreSQL keeps (longer ones are truncated, silently).
 MAX_IDENTIFIER = 63
@@ -113,12 +118,102 @@ def add_enum_value(
 
     In an autocommit block: PostgreSQL 12+ runs ADD VALUE in a transaction, but no statement
     of that transaction may use the new value (a default, a row, a CHECK): committed here,
-    the revisions after this one can. Rerunnable (IF NOT EXISTS). No downgrade can drop an
-    enum value: to remove one, see the README (Daily workflow).
+    the revisions after this one can. Rerunnable (IF NOT EXISTS). Its downgrade is
+    `remove_enum_value`.
     """
     where = f" BEFORE {_quote(before)}" if before else f" AFTER {_quote(after)}" if after else ""
     with op.get_context().autocommit_block():
         op.execute(f"ALTER TYPE {type_name} ADD VALUE IF NOT EXISTS {_quote(value)}{where}")
+
+
+# One DO block (the same online and with --sql, atomic, a no-op once the value is gone):
+# count the rows holding the value (refused if any), rename the type to <name>__old, create
+# it again without the value (order kept), retype each column (default dropped and put
+# back), drop the old type. A CHECK, index predicate or view comparing a column with a
+# literal of the type makes its ALTER COLUMN fail: the error names the column and its CHECKs.
+_REMOVE_VALUE = """DO $$
+DECLARE
+  typ oid := to_regtype(@TYPE@);
+  val text := @VALUE@;
+  qname text; oldname text; labels text; k bigint; total bigint := 0; rec record;
+  tabs text[] := '{}'; cols text[] := '{}'; arrs boolean[] := '{}'; dflts text[] := '{}';
+  rels oid[] := '{}'; nums int[] := '{}'; newtype text;
+BEGIN
+  IF typ IS NULL OR NOT EXISTS (SELECT 1 FROM pg_enum WHERE enumtypid = typ AND enumlabel = val)
+  THEN
+    RETURN;
+  END IF;
+  SELECT quote_ident(s.nspname) || '.' || quote_ident(t.typname),
+         quote_ident(s.nspname) || '.' || quote_ident(t.typname || '__old')
+    INTO qname, oldname FROM pg_type t JOIN pg_namespace s ON s.oid = t.typnamespace
+    WHERE t.oid = typ;
+  FOR rec IN @COLUMNS@
+  LOOP
+    EXECUTE 'SELECT count(*) FROM ' || rec.tab || ' WHERE ' || CASE WHEN rec.is_array
+      THEN rec.col || '::text[] @> ARRAY[' || quote_literal(val) || ']'
+      ELSE rec.col || '::text = ' || quote_literal(val) END INTO k;
+    total := total + k;
+    tabs := tabs || rec.tab; cols := cols || rec.col; arrs := arrs || rec.is_array;
+    dflts := dflts || rec.dflt; rels := rels || rec.rel; nums := nums || rec.num::int;
+  END LOOP;
+  IF total > 0 THEN
+    RAISE EXCEPTION USING MESSAGE = total || ' row(s) hold value ' || quote_literal(val)
+      || ' of enum type ' || qname || ': change them to another value first; nothing was '
+      || 'changed';
+  END IF;
+  EXECUTE 'ALTER TYPE ' || qname || ' RENAME TO ' || quote_ident(
+    (SELECT typname || '__old' FROM pg_type WHERE oid = typ));
+  SELECT string_agg(quote_literal(enumlabel), ', ' ORDER BY enumsortorder) INTO labels
+    FROM pg_enum WHERE enumtypid = typ AND enumlabel <> val;
+  EXECUTE 'CREATE TYPE ' || qname || ' AS ENUM (' || labels || ')';
+  FOR i IN 1 .. coalesce(array_length(tabs, 1), 0) LOOP
+    IF dflts[i] IS NOT NULL THEN
+      EXECUTE 'ALTER TABLE ' || tabs[i] || ' ALTER COLUMN ' || cols[i] || ' DROP DEFAULT';
+    END IF;
+    newtype := qname || CASE WHEN arrs[i] THEN '[]' ELSE '' END;
+    BEGIN
+      EXECUTE 'ALTER TABLE ' || tabs[i] || ' ALTER COLUMN ' || cols[i] || ' TYPE ' || newtype
+        || ' USING ' || cols[i] || CASE WHEN arrs[i] THEN '::text[]::' ELSE '::text::' END
+        || newtype;
+    EXCEPTION WHEN OTHERS THEN
+      RAISE EXCEPTION USING MESSAGE = 'cannot retype ' || tabs[i] || '.' || cols[i]
+        || ' to the rebuilt enum type ' || qname || ' (' || SQLERRM || '): a CHECK ('
+        || coalesce((SELECT string_agg(conname, ', ') FROM pg_constraint
+          WHERE conrelid = rels[i] AND contype = 'c' AND conkey @> ARRAY[nums[i]::int2]), 'none')
+        || '), index or view compares it with a value of the type: drop it before '
+        || 'ops.remove_enum_value, add it again after';
+    END;
+    IF dflts[i] IS NOT NULL THEN
+      EXECUTE 'ALTER TABLE ' || tabs[i] || ' ALTER COLUMN ' || cols[i] || ' SET DEFAULT '
+        || dflts[i];
+    END IF;
+  END LOOP;
+  EXECUTE 'DROP TYPE ' || oldname;
+END $$"""
+
+
+def remove_enum_value(type_name: str, value: str) -> None:
+    """The downgrade of add_enum_value: type_name rebuilt without value, in the revision's
+    transaction (one DO block, the same with --sql; nothing to do once the value is gone).
+
+    PostgreSQL cannot drop an enum value: the type is renamed to <name>__old, created again
+    with the other values in their order, each column using it (or an array of it, in any
+    schema) retyped `USING col::text::type` (its default dropped and put back), and the old
+    type dropped. Refused while rows hold the value (their count; online before anything
+    runs, with --sql by the block): change them first, no flag helps. A CHECK, partial
+    index or view comparing the column with a literal of the type fails the retype: the
+    error names the column and its CHECKs; drop them before, add them again after.
+    """
+    if not op.get_context().as_sql:
+        refuse_enum_value(op.get_bind(), type_name, value)
+    sql = _REMOVE_VALUE.replace("@COLUMNS@", ENUM_COLUMNS.format(type_oid="typ"))
+    sql = sql.replace("@TYPE@", _sql_text(type_name)).replace("@VALUE@", _sql_text(value))
+    op.execute(sql.replace(":", "\\:"))  # no bind parameters (sqlalchemy.text)
+
+
+def _sql_text(value: str) -> str:
+    """A string literal without a percent sign (SQLAlchemy doubles those in --sql output)."""
+    return _quote(value).replace("%", "' || chr(37) || '")
 
 
 def drop_index_concurrently(name: str) -> None:

@@ -27,16 +27,20 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
 from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, create_engine, pool, text
 from sqlmodel.sql.sqltypes import AutoString
 
+from migrations import ops
 from models.naming import NAMING_CONVENTION
 from models.settings import Settings
 from tests import checks
 from tests.checks.common import scripts
 from tests.checks.lint import SQUAWK_CONFIG, squawk_binary
 from tests.support import ROOT, PgServer, alembic_config, head, revision, run_alembic
+from tests.synthetic import history
 
 EFFORT = sa.Enum("small", "large", name="wf_effort", native_enum=False, create_constraint=True)
 
@@ -521,9 +525,141 @@ def test_an_added_native_enum_value_is_seen_and_added_in_its_own_step(work: Work
         command.check(work.config(conn, metadata))
         assert squawk_rules(work.config(conn), numbered(2)) == set()
     checks.check_offline_matches_online(work.config(None), work.server)
+    with work.engine.begin() as conn:  # rows holding an added value refuse the downgrade
+        conn.execute(text("UPDATE tasks SET wf_effort = 'small'"))
     work.migrate(numbered(1), down=True)
-    assert labels(work) == "tiny,small,medium,large"  # PostgreSQL cannot drop a value
+    assert labels(work) == "small,large"  # ops.remove_enum_value (tested below)
     work.migrate()
+
+
+def effort_columns(work: Workspace) -> list[tuple[str, str, str | None]]:
+    """(table.column, type, default) of every column using wf_effort (or an array of it)."""
+    query = """
+        SELECT c.relname || '.' || a.attname, format_type(a.atttypid, a.atttypmod),
+               pg_get_expr(d.adbin, d.adrelid)
+        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE a.atttypid IN ('wf_effort'::regtype, 'wf_effort[]'::regtype) ORDER BY 1"""
+    with work.engine.connect() as conn:
+        return [(str(r[0]), str(r[1]), r[2]) for r in conn.execute(text(query))]
+
+
+def with_added_values(work: Workspace) -> None:
+    """tasks.wf_effort (small, large, default small) migrated, a table by hand with an
+    array of it, then 'tiny' and 'medium' added by autogenerate (their own revision, 2)."""
+    work.autogenerate(with_native_effort("small", "large"), "wf_effort")
+    work.migrate()
+    (values,) = (code(p) for p in work.autogenerate(with_native_effort(*FOUR), "more"))
+    with work.engine.begin() as conn:  # (after autogenerate, which would drop wf_bag)
+        conn.execute(text("UPDATE tasks SET wf_effort = 'large' WHERE title = 'y'"))
+        conn.execute(text("CREATE TABLE wf_bag (e wf_effort[] DEFAULT '{large}')"))
+        conn.execute(text("INSERT INTO wf_bag VALUES ('{small,large}'), (DEFAULT)"))
+    assert "ops.remove_enum_value('wf_effort', 'tiny')" in values
+    assert "ops.remove_enum_value('wf_effort', 'medium')" in values
+    work.migrate()
+    assert labels(work) == ",".join(FOUR)
+
+
+FOUR = ("tiny", "small", "medium", "large")
+ROWS = "SELECT string_agg(title || '=' || wf_effort, ',' ORDER BY title) FROM tasks"
+BAG = "SELECT string_agg(e::text, ',' ORDER BY e::text) FROM wf_bag"
+
+
+def test_the_downgrade_of_added_enum_values_removes_them(work: Workspace) -> None:
+    """Down after values were added: the type is rebuilt with its old values in their order,
+    columns and arrays keep their rows and defaults, the old type is gone; up again works."""
+    with_added_values(work)
+    columns = effort_columns(work)
+    assert ("tasks.wf_effort", "wf_effort", "'small'::wf_effort") in columns
+    assert ("wf_bag.e", "wf_effort[]", "'{large}'::wf_effort[]") in columns
+    work.migrate(numbered(1), down=True)
+    assert labels(work) == "small,large"
+    assert effort_columns(work) == columns
+    assert work.scalar(ROWS) == "x=small,y=large"
+    assert work.scalar(BAG) == "{large},{small,large}"
+    assert work.scalar("SELECT to_regtype('wf_effort__old')") is None
+    with work.engine.begin() as conn, Operations.context(MigrationContext.configure(conn)):
+        ops.remove_enum_value("wf_effort", "medium")  # gone already: nothing to do
+    assert labels(work) == "small,large"
+    work.migrate()
+    assert labels(work) == ",".join(FOUR)
+    assert work.scalar(ROWS) == "x=small,y=large"
+
+
+def test_removing_an_enum_value_that_rows_hold_is_refused(work: Workspace) -> None:
+    """A row (or an array element) holding an added value: the downgrade refuses with the
+    count, also with the data-loss flag, and changes nothing; --sql refuses in psql too;
+    a CHECK comparing with a literal of the type is named; once clear, both ways work."""
+    with_added_values(work)
+    with work.engine.begin() as conn:
+        conn.execute(text("UPDATE tasks SET wf_effort = 'medium' WHERE title = 'x'"))
+        conn.execute(text("INSERT INTO wf_bag VALUES ('{tiny,medium}')"))
+    for flag in (False, True):
+        with pytest.raises(CommandError) as exc:
+            work.migrate(numbered(1), down=True, allow_data_loss=flag)
+        assert str(exc.value) == (
+            f"downgrade of revision {numbered(2)} refused: it would drop value 'medium' of "
+            "enum type wf_effort and its 2 row(s) holding it; nothing was changed, the "
+            f"database is at {numbered(2)}: change those rows to another value first (an "
+            "UPDATE, by hand or in the revision before ops.remove_enum_value); "
+            "-x allow-data-loss=true cannot help: there is no value to map them to"
+        )
+    assert labels(work) == ",".join(FOUR)
+    dbname = str(work.engine.url.database)
+    sql = checks.offline_sql(work.config(None), f"{numbered(2)}:{numbered(1)}", down=True)
+    refused = checks.common.psql(work.server, dbname, sql)
+    assert refused.returncode != 0 and "row(s) hold value 'medium'" in refused.stderr
+    assert labels(work) == ",".join(FOUR)
+    with work.engine.begin() as conn:
+        conn.execute(text("UPDATE tasks SET wf_effort = 'large' WHERE title = 'x'"))
+        conn.execute(text("DELETE FROM wf_bag WHERE e && '{tiny,medium}'"))
+        conn.execute(text("ALTER TABLE tasks ADD CONSTRAINT wf_ck CHECK (wf_effort <> 'tiny')"))
+    with pytest.raises(CommandError, match=r"cannot retype public.tasks.wf_effort .*wf_ck") as exc:
+        work.migrate(numbered(1), down=True)
+    assert "\n" not in str(exc.value)
+    assert labels(work) == ",".join(FOUR)
+    with work.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE tasks DROP CONSTRAINT wf_ck"))
+    applied = checks.common.psql(work.server, dbname, sql)
+    assert applied.returncode == 0, applied.stderr
+    assert labels(work) == "small,large"
+    assert work.scalar(ROWS) == "x=large,y=large" and work.scalar(BAG) == "{large},{small,large}"
+    work.migrate()
+    assert labels(work) == ",".join(FOUR)
+
+
+def test_a_history_with_an_added_enum_value_passes_the_checks(
+    tmp_path: Path, pg_server: PgServer
+) -> None:
+    """A synthetic history adding an enum value: stairway, no trace, one transaction or
+    rerunnable, and offline == online pass with ops.remove_enum_value as its downgrade."""
+    column = "postgresql.ENUM('s', 'l', name='size', create_type=False)"
+    cfg = history(
+        tmp_path,
+        **{
+            "0002_size": revision(
+                "0002",
+                "0001",
+                f"""
+                op.execute("CREATE TYPE size AS ENUM ('s', 'l')")
+                op.add_column("items", sa.Column("size", {column}, server_default="s"))
+                """,
+                'op.drop_column("items", "size")\nop.execute("DROP TYPE size")',
+                imports="from sqlalchemy.dialects import postgresql",
+            ),
+            "0003_m": revision(
+                "0003",
+                "0002",
+                "ops.add_enum_value('size', 'm', after='s')",
+                "ops.remove_enum_value('size', 'm')",
+                imports="from migrations import ops",
+            ),
+        },
+    )
+    checks.check_stairway(cfg, pg_server)
+    checks.check_downgrade_leaves_no_trace(cfg, pg_server)
+    checks.check_one_transaction_or_rerunnable(cfg)
+    checks.check_offline_matches_online(cfg, pg_server)
 
 
 def test_a_removed_native_enum_value_is_refused_with_the_manual_path(work: Workspace) -> None:
