@@ -16,8 +16,17 @@ upgrade() adds, and nothing is imported from models/.
 
 from collections.abc import Sequence
 
+<%
+    body = f"{upgrades or ''}\n{downgrades or ''}".splitlines()
+    empty = all(not line.strip() or line.strip() == "pass" or line.strip().startswith("#") for line in body)
+%>\
+% if not empty:
 import sqlalchemy as sa
 from alembic import op
+% else:
+import sqlalchemy as sa  # noqa: F401  (for the code you write below; then drop the noqa)
+from alembic import op  # noqa: F401
+% endif
 ${imports if imports else ""}
 revision: str = ${repr(up_revision)}
 down_revision: str | Sequence[str] | None = ${repr(down_revision)}

@@ -102,13 +102,13 @@ def test_a_new_table_with_a_user_id_needs_rls(tmp_path: Path, pg_server: PgServe
     """A new table with a user_id and no policies fails: not enabled, not forced, not declared."""
     cfg = on_top(
         tmp_path,
-        'op.create_table("notes", sa.Column("id", sa.BigInteger(), primary_key=True), '
+        'op.create_table("zz_rls_probe", sa.Column("id", sa.BigInteger(), primary_key=True), '
         'sa.Column("user_id", sa.String(255), nullable=False))',
     )
     message = failure(cfg, pg_server)
-    assert "table notes: row-level security is not enabled" in message
-    assert "table notes: no SELECT policy for the app role todo_app" in message
-    assert "table notes: is not declared in models/security.py" in message
+    assert "table zz_rls_probe: row-level security is not enabled" in message
+    assert "table zz_rls_probe: no SELECT policy for the app role todo_app" in message
+    assert "table zz_rls_probe: is not declared in models/security.py" in message
     assert "table tasks" not in message
 
 
@@ -131,18 +131,21 @@ def test_a_declaration_that_drifts_from_the_database_is_caught(pg_server: PgServ
     select, *rest = ROW_LEVEL_SECURITY["tasks"]
     declared = {
         "tasks": (replace(select, using="user_id = current_user"), *rest),
-        "notes": (),
+        "zz_rls_probe": (),
     }
     message = failure(alembic_config(), pg_server, declared=declared)
     assert "table tasks, policy pl_tasks_select: using: the database has" in message
     assert "models/security.py ((user_id)::text = CURRENT_USER)" in message
-    assert "table notes: is declared in models/security.py, not in the database" in message
+    assert "table zz_rls_probe: is declared in models/security.py, not in the database" in message
 
 
 def test_a_model_with_a_user_id_must_be_declared(pg_server: PgServer) -> None:
     """A model table with a user_id but no entry in the declaration is named."""
     metadata = sa.MetaData()
     sa.Table("tasks", metadata, sa.Column("user_id", sa.String(255)))
-    sa.Table("notes", metadata, sa.Column("user_id", sa.String(255)))
+    sa.Table("zz_rls_probe", metadata, sa.Column("user_id", sa.String(255)))
     message = failure(alembic_config(), pg_server, metadata=metadata)
-    assert "table notes: has a user_id in the models but no entry in models/security.py" in message
+    assert (
+        "table zz_rls_probe: has a user_id in the models but no entry in models/security.py"
+        in message
+    )
