@@ -131,12 +131,30 @@ def test_a_busy_version_table_is_retried(db: Engine, caplog: pytest.LogCaptureFi
     """Finding 4: a lock timeout on alembic_version (before any revision) is retried like a
     revision's, and logged as what it is: the run succeeds once the lock is gone."""
     migrate(db.url, "0001")
-    with db.connect() as holder, caplog.at_level(logging.WARNING, logger="models"):
-        holder.execute(text("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE"))
-        threading.Timer(0.3, holder.rollback).start()  # after the first try's 0.2 s timeout
-        # Retries to spare: on a loaded machine the release can come late (~4 s of tries).
-        patient = dataclasses.replace(FAST, migration_lock_retries=8)
-        migrate(db.url, settings=patient)
+    busy = threading.Event()
+
+    class OnRetry(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            busy.set()
+
+    handler = OnRetry(logging.WARNING)
+    logging.getLogger("models").addHandler(handler)
+    try:
+        with db.connect() as holder, caplog.at_level(logging.WARNING, logger="models"):
+            holder.execute(text("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE"))
+
+            # Released once the first try has timed out and said so, however slow the machine.
+            def release_after_first_try() -> None:
+                busy.wait(30)
+                holder.rollback()
+
+            release = threading.Thread(target=release_after_first_try)
+            release.start()
+            patient = dataclasses.replace(FAST, migration_lock_retries=8)
+            migrate(db.url, settings=patient)
+            release.join()
+    finally:
+        logging.getLogger("models").removeHandler(handler)
     assert "The version table alembic_version was busy (lock_timeout); try 2 of 9" in caplog.text
     with db.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head()
