@@ -93,3 +93,20 @@ def local_url(pgdata: Path, dbname: str = LOCAL_DBNAME, *, as_app: bool = False)
     if not as_app:
         return url.set(database=dbname)
     return URL.create(DRIVER, APP_ROLE, None, url.host, url.port, dbname, url.query)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m models.local [psql options]`: psql on the local embedded database, as the
+    migrations' superuser, while the server runs (a developer's SQL prompt)."""
+    import subprocess
+
+    from models.settings import Settings
+
+    url = local_url(Settings.from_env().local_pgdata).set(drivername="postgresql")
+    return subprocess.call([pg_program("psql"), url.render_as_string(hide_password=False), *argv])
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))
