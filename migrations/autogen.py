@@ -5,7 +5,9 @@ turns them into revisions that apply on a live table with rows:
 
 - an index on an existing table: `ops.create_index_concurrently` / `drop_index_concurrently`;
 - a foreign key, or the CHECK of an enum column, on an existing table: added `NOT VALID`
-  (a brief lock, no scan), then `ops.validate_constraint` in the next revision;
+  (a brief lock, no scan), then `ops.validate_constraint` in the next revision, whose
+  downgrade drops it and adds it back `NOT VALID` with its definition written out (as
+  the revision before left it; works with --sql too);
 - a varchar enum column (`sa.Enum(..., native_enum=False, create_constraint=True,
   name=...)`) on an existing table: a varchar column, then its named CHECK as above;
 - a native PostgreSQL enum column (`sa.Enum(..., name=...)`), on an existing or a new
@@ -40,6 +42,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic.autogenerate import renderers
 from alembic.autogenerate.api import AutogenContext
+from alembic.autogenerate.render import render_op
 from alembic.operations import MigrateOperation
 from alembic.operations import ops as alembic_ops
 from alembic.runtime.migration import MigrationContext
@@ -84,14 +87,38 @@ class DropIndexConcurrently(MigrateOperation):
         return CreateIndexConcurrently(self.index.reverse())
 
 
-class ValidateConstraint(MigrateOperation):
-    """`ops.validate_constraint(table, name)`; its downgrade has nothing to undo."""
+NotValid = alembic_ops.CreateCheckConstraintOp | alembic_ops.CreateForeignKeyOp
 
-    def __init__(self, table: str, name: str, undo: bool = False) -> None:
-        self.table, self.name, self.undo = table, name, undo
+
+class ValidateConstraint(MigrateOperation):
+    """`ops.validate_constraint(table, name)`; reversed, the constraint back to NOT VALID.
+
+    `added` is the operation of the earlier revision that added it `NOT VALID`: PostgreSQL
+    cannot mark a constraint not valid again, so the downgrade drops it and renders that
+    operation once more (the definition written out: no database needed, --sql works).
+    """
+
+    def __init__(self, added: NotValid, undo: bool = False) -> None:
+        assert added.kw.get("postgresql_not_valid"), "validated: a constraint added NOT VALID"
+        self.added, self.undo, self.name = added, undo, str(added.constraint_name)
+        if isinstance(added, alembic_ops.CreateCheckConstraintOp):
+            self.table, self.schema, self.kind = added.table_name, added.schema, "check"
+        else:
+            schema = added.kw.get("source_schema")
+            self.table, self.schema, self.kind = added.source_table, schema, "foreignkey"
 
     def reverse(self) -> MigrateOperation:
-        return ValidateConstraint(self.table, self.name, undo=not self.undo)
+        return ValidateConstraint(self.added, undo=not self.undo)
+
+    def drop(self) -> alembic_ops.DropConstraintOp:
+        """The DROP CONSTRAINT that comes before adding it again NOT VALID."""
+        return alembic_ops.DropConstraintOp(
+            self.added.constraint_name,
+            self.table,
+            type_=self.kind,
+            schema=self.schema,
+            _reverse=self.added,
+        )
 
 
 class SetNotNull(MigrateOperation):
@@ -138,11 +165,15 @@ def _render_drop(autogen_context: AutogenContext, op: DropIndexConcurrently) -> 
 
 
 @renderers.dispatch_for(ValidateConstraint)
-def _render_validate(autogen_context: AutogenContext, op: ValidateConstraint) -> str:
+def _render_validate(autogen_context: AutogenContext, op: ValidateConstraint) -> list[str]:
     if op.undo:
-        return f"pass  # {op.name}: nothing to undo (VALIDATE only marked it valid)"
+        return [
+            f"# {op.name} back to NOT VALID, as the previous revision added it",
+            *render_op(autogen_context, op.drop()),
+            *render_op(autogen_context, op.added),
+        ]
     autogen_context.imports.add(OPS_IMPORT)
-    return f"ops.validate_constraint({op.table!r}, {op.name!r})"
+    return [f"ops.validate_constraint({op.table!r}, {op.name!r})"]
 
 
 @renderers.dispatch_for(SetNotNull)
@@ -244,13 +275,12 @@ def _add_column(plan: Plan, op: alembic_ops.AddColumnOp, ops_: list[MigrateOpera
         comment=column.comment,
     )
     expression = _check_sql(check)
-    ops_.append(alembic_ops.AddColumnOp(table, plain, schema=op.schema))
-    ops_.append(
-        alembic_ops.CreateCheckConstraintOp(
-            check.name, table, sa.text(expression), schema=op.schema, postgresql_not_valid=True
-        )
+    added = alembic_ops.CreateCheckConstraintOp(
+        check.name, table, sa.text(expression), schema=op.schema, postgresql_not_valid=True
     )
-    plan.validate.append(ValidateConstraint(table, str(check.name)))
+    ops_.append(alembic_ops.AddColumnOp(table, plain, schema=op.schema))
+    ops_.append(added)
+    plan.validate.append(ValidateConstraint(added))
 
 
 def _literals(sql: str) -> set[str]:
@@ -288,16 +318,15 @@ def _enum_value_changes(
                     check.name, table.name, type_="check", schema=table.schema, _reverse=old
                 )
             )
-            ops_.append(
-                alembic_ops.CreateCheckConstraintOp(
-                    check.name,
-                    table.name,
-                    sa.text(_check_sql(check)),
-                    schema=table.schema,
-                    postgresql_not_valid=True,
-                )
+            added = alembic_ops.CreateCheckConstraintOp(
+                check.name,
+                table.name,
+                sa.text(_check_sql(check)),
+                schema=table.schema,
+                postgresql_not_valid=True,
             )
-            plan.validate.append(ValidateConstraint(table.name, name))
+            ops_.append(added)
+            plan.validate.append(ValidateConstraint(added))
         if ops_:
             plan.main.append(alembic_ops.ModifyTableOps(table.name, ops_, schema=table.schema))
 
@@ -381,7 +410,7 @@ def _modify(plan: Plan, container: alembic_ops.ModifyTableOps, new: set[str]) ->
         elif isinstance(item, alembic_ops.CreateForeignKeyOp):
             item.kw["postgresql_not_valid"] = True
             ops_.append(item)
-            plan.validate.append(ValidateConstraint(table, str(item.constraint_name)))
+            plan.validate.append(ValidateConstraint(item))
         elif isinstance(item, alembic_ops.AddColumnOp):
             _add_column(plan, item, ops_)
         elif isinstance(item, alembic_ops.AlterColumnOp):

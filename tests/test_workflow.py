@@ -170,6 +170,9 @@ def test_the_new_users_trial(work: Workspace) -> None:
     assert "sa.String(length=5), server_default='small'" in wf_effort
     assert "postgresql_not_valid=True" in wf_effort and "ops." not in wf_effort
     assert "ops.validate_constraint('tasks', 'ck_tasks_wf_effort')" in validate
+    undo = validate.split("def downgrade")[1]  # back to NOT VALID, written out (--sql too)
+    assert "op.drop_constraint(op.f('ck_tasks_wf_effort'), 'tasks', type_='check')" in undo
+    assert "'wf_effort IN ('small', 'large')',\n        postgresql_not_valid=True" in undo
     assert "ops.create_index_concurrently('ix_tasks_wf_effort', 'tasks', 'wf_effort')" in index
     assert "op.create_table" in wf_notes and "ops." not in wf_notes
 
@@ -192,6 +195,10 @@ def test_the_new_users_trial(work: Workspace) -> None:
         checks.check_models_match(cfg, work.server, metadata)
         for rev in range(n + 1, n + 5):
             assert squawk_rules(cfg, f"{rev:04d}") == set(), rev
+    # Each written revision goes down to exactly where it started (the validation's
+    # downgrade puts the CHECK back NOT VALID), one step at a time and head -> base.
+    checks.check_stairway(cfg, work.server)
+    checks.check_downgrade_leaves_no_trace(cfg, work.server)
 
 
 def test_no_change_writes_no_revision(work: Workspace) -> None:
@@ -210,6 +217,8 @@ def test_a_foreign_key_and_its_index_on_an_existing_table(work: Workspace) -> No
     main, validate, index = written
     assert "postgresql_not_valid=True" in main and "ops." not in main
     assert "ops.validate_constraint('tasks', 'fk_tasks_wf_parent_id_tasks')" in validate
+    undo = validate.split("def downgrade")[1]
+    assert "type_='foreignkey'" in undo and "postgresql_not_valid=True" in undo
     assert (
         "ops.create_index_concurrently('ix_tasks_wf_parent_id', 'tasks', 'wf_parent_id')" in index
     )
@@ -223,6 +232,7 @@ def test_a_foreign_key_and_its_index_on_an_existing_table(work: Workspace) -> No
     work.migrate()
     with work.engine.connect() as conn:
         command.check(work.config(conn, metadata))
+    checks.check_stairway(work.config(None), work.server)  # the FK back NOT VALID going down
 
 
 def test_a_unique_partial_descending_index_is_built_and_dropped_concurrently(
@@ -387,6 +397,7 @@ def test_not_null_on_an_existing_column_goes_through_a_validated_check(work: Wor
         "SELECT count(*) FROM pg_constraint WHERE conname = 'ck_tasks_wf_note_not_null'"
     )
     work.migrate()
+    checks.check_stairway(work.config(None), work.server)  # the helper CHECK back NOT VALID
 
 
 def test_a_new_enum_value_replaces_the_check_not_valid(work: Workspace) -> None:
