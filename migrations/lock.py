@@ -50,8 +50,9 @@ HOLDER = (
 )
 
 
-# Through a pooler, how long a refused run keeps trying to reach its lock's backend to free it.
-FREE_PATIENCE = 2.0
+# Through a pooler, how long a refused run keeps trying to reach its lock's backend to free it
+# (with other runs busy on the pooler, 2 s sometimes ran out and left the lock behind).
+FREE_PATIENCE = 10.0
 
 
 class PoolerError(DatabaseError):
