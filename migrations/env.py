@@ -152,11 +152,17 @@ def settings() -> Settings:
     return given if isinstance(given, Settings) else Settings.from_env()
 
 
+def timeouts(s: Settings) -> dict[str, str]:
+    """Every migration statement's lock_timeout and statement_timeout (setting -> value)."""
+    return {
+        "lock_timeout": f"{round(s.lock_timeout_seconds * 1000)}ms",
+        "statement_timeout": f"{round(s.statement_timeout_seconds * 1000)}ms",
+    }
+
+
 def timeout_statements(s: Settings) -> list[str]:
-    return [
-        f"SET lock_timeout = '{round(s.lock_timeout_seconds * 1000)}ms'",
-        f"SET statement_timeout = '{round(s.statement_timeout_seconds * 1000)}ms'",
-    ]
+    """The same as SET statements, for the offline SQL."""
+    return [f"SET {name} = '{value}'" for name, value in timeouts(s).items()]
 
 
 def configure(s: Settings, **kwargs: Any) -> None:
@@ -344,13 +350,6 @@ def reason(exc: Exception, s: Settings) -> str:
     if isinstance(exc, DBAPIError):
         return str(exc.orig).strip().splitlines()[0]
     return f"{type(exc).__name__}: {exc}"
-
-
-def timeouts(s: Settings) -> dict[str, str]:
-    return {
-        "lock_timeout": f"{round(s.lock_timeout_seconds * 1000)}ms",
-        "statement_timeout": f"{round(s.statement_timeout_seconds * 1000)}ms",
-    }
 
 
 def no_autocommit_block() -> Iterator[None]:

@@ -131,20 +131,13 @@ def acting_as(session: OrmSession, user_id: str) -> Iterator[None]:
     keeps the user until it ends). A session bound to user_id is used as it is; one bound
     to another user raises ValueError.
     """
-    user_id = valid_user_id(user_id)
-    current = bound_user(session)
-    if current is not None:
-        if current != user_id:
-            raise ValueError("this session is bound to another user: use one session per user")
-        yield
-        return
-    session.info[_INFO_KEY] = user_id
+    was_bound = bound_user(session) is not None
+    bind_user(session, user_id)  # validates; the same user: as it is; another: ValueError
     try:
-        if session.in_transaction():
-            set_user(session.connection(), user_id)
         yield
     finally:
-        session.info.pop(_INFO_KEY, None)
+        if not was_bound:
+            session.info.pop(_INFO_KEY, None)
 
 
 def set_user(connection: Connection, user_id: str) -> None:
