@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, Engine, create_engine, pool
@@ -10,7 +12,7 @@ from sqlmodel import Session
 
 from tests import pgbouncer as pgb
 from tests.checks import SchemaCheckError
-from tests.support import PgServer, migrate, open_server
+from tests.support import PgServer, in_memory, migrate, open_server
 
 
 @pytest.hookimpl(wrapper=True)
@@ -32,6 +34,15 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
     """The run's PostgreSQL: TEST_DATABASE_URL's server if set, else a throwaway embedded one."""
     with open_server(tmp_path_factory.mktemp("pg", numbered=True), durable=False) as server:
         yield server
+
+
+@pytest.fixture
+def memory_path(tmp_path: Path) -> Iterator[Path]:
+    """A folder in memory (tmpfs, see support.in_memory) for a test's own embedded server."""
+    home = in_memory(tmp_path)
+    yield home
+    if home != tmp_path:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -188,10 +188,10 @@ print(json.dumps({"codes": codes, "engines": len(built), "starts": len(started)}
 """
 
 
-def test_twenty_first_requests_of_a_fresh_process(tmp_path: Path) -> None:
+def test_twenty_first_requests_of_a_fresh_process(memory_path: Path) -> None:
     """A fresh process (embedded server, real get_session): 20 parallel first requests all 201,
     one engine built, the server started once."""
-    env = {"LOCAL_PGDATA": str(tmp_path / "pgdata")}
+    env = {"LOCAL_PGDATA": str(memory_path / "pgdata")}
     migrated = run_alembic("upgrade", "head", env=env, timeout=120)
     assert migrated.returncode == 0, migrated.stderr
     result = run_python("-c", FIRST_REQUESTS, env=env, timeout=120)

@@ -15,10 +15,10 @@ for argv in (["upgrade", "head"], ["check"], ["current"]):
 """
 
 
-def test_upgrade_head_on_the_embedded_default(tmp_path: Path) -> None:
+def test_upgrade_head_on_the_embedded_default(memory_path: Path) -> None:
     """`alembic upgrade head`, `check` and `current` work with no URL; the data dir persists,
     and `python -m models.local` opens psql on it."""
-    pgdata = tmp_path / "pgdata"
+    pgdata = memory_path / "pgdata"
     done = run_python("-c", THREE_COMMANDS, env={"LOCAL_PGDATA": str(pgdata)}, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"Using the embedded PostgreSQL in {pgdata}" in done.stderr

@@ -269,11 +269,11 @@ with get_engine().connect() as conn:
 """
 
 
-def test_the_embedded_default_creates_and_uses_the_app_role(tmp_path: Path) -> None:
+def test_the_embedded_default_creates_and_uses_the_app_role(memory_path: Path) -> None:
     """With no DATABASE_URL, alembic migrates as the superuser and the app's engine connects
     as the app role, which the embedded default created."""
     done = run_python(
-        "-c", APP_ON_THE_EMBEDDED_DEFAULT, env={"LOCAL_PGDATA": str(tmp_path / "pgdata")}
+        "-c", APP_ON_THE_EMBEDDED_DEFAULT, env={"LOCAL_PGDATA": str(memory_path / "pgdata")}
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"-> {head()}," in done.stderr
