@@ -125,6 +125,9 @@ class MigrationLock:
         self.connection = connection
         self.timeouts = timeouts  # setting -> value, e.g. {"lock_timeout": "5000ms"}
         self.pid: int | None = None
+        # The second client connection of the checks, opened once: a new connection per
+        # check cost ~3 ms (a backend fork), ~20 times a run.
+        self._probe: Connection | None = None
         # One statement, so it runs on one backend even through a pooler: on the lock's
         # backend (and only there), reset the timeouts and unlock. True: freed. (Ending that
         # backend instead would fail the app request a pooler hands it at that moment.)
@@ -137,21 +140,36 @@ class MigrationLock:
     def acquire(self, wait_seconds: float) -> None:
         """Prove there is no pooler, take the lock, and prove it again with the lock held
         (a run left alone by a crowd of pooled runs is caught then)."""
-        self.prove_one_session()
-        self.take(wait_seconds)
-        assert self.pid is not None
-        if self._shared(self.pid):
-            evidence = f"a second connection was handed this run's session {self.pid}"
-            raise self._abandon(evidence).before_any_change()
+        try:
+            self.prove_one_session()
+            self.take(wait_seconds)
+            assert self.pid is not None
+            if self._shared(self.pid):
+                evidence = f"a second connection was handed this run's session {self.pid}"
+                raise self._abandon(evidence).before_any_change()
+        except BaseException:
+            self._close_probe()
+            raise
 
     def _shared(self, mine: int) -> bool:
-        """Does a second client connection, opened now, get the server session `mine`?"""
+        """Is the second client connection's next transaction handed the server session `mine`?
+
+        Through a transaction pooler a client holds a server connection only during a
+        transaction, so the probe's next one is assigned as a new client's would be."""
         conn = self.connection
-        with conn.engine.connect() as probe, probe.begin():
-            if probe.connection.dbapi_connection is conn.connection.dbapi_connection:
-                return False  # a caller's single-connection pool: one client, nothing to prove
+        if self._probe is None:
+            self._probe = conn.engine.connect()
+        probe = self._probe
+        if probe.connection.dbapi_connection is conn.connection.dbapi_connection:
+            return False  # a caller's single-connection pool: one client, nothing to prove
+        with probe.begin():
             other: int = probe.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
         return other == mine
+
+    def _close_probe(self) -> None:
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
 
     def prove_one_session(self) -> None:
         """Refuse when a second connection is handed this one's server session (a pooler)."""
@@ -240,6 +258,7 @@ class MigrationLock:
     def _abandon(self, evidence: str) -> PoolerError:
         """A pooler is in between: stop, free the lock and the session's settings, say so."""
         event.remove(self.connection, "begin", self._on_begin)
+        self._close_probe()
         held_by = self.pid
         freed = self._free_lock(patience=FREE_PATIENCE)
         left = "" if freed else f"; release its lock: SELECT pg_terminate_backend({held_by})"
@@ -248,6 +267,7 @@ class MigrationLock:
 
     def release(self) -> None:
         """At the end of the run: reset the session's timeouts and unlock (see __init__)."""
+        self._close_probe()
         if self.pid is None:
             return
         event.remove(self.connection, "begin", self._on_begin)
