@@ -32,6 +32,7 @@ class Sizes:
     warmup: int = 5  # discarded runs before each timed series
     crud_threads: tuple[int, ...] = (1, 20)  # 7: concurrent users, direct and through PgBouncer
     crud_rounds: int = 300  # 7: create/get/update/delete rounds per user and run
+    stall_revisions: int = 0  # 8: the last N contract revisions run under load (0: all)
 
 
 SMOKE = Sizes(
@@ -45,10 +46,11 @@ SMOKE = Sizes(
     writers=2,
     around=0.05,
     chain=(0, 1),
-    checks=("single_head", "stairway"),
+    checks=("single_head", "snapshot"),
     warmup=0,
     crud_threads=(2,),
     crud_rounds=3,
+    stall_revisions=1,
 )
 
 

@@ -84,11 +84,13 @@ def test_pooler_benchmark_compares_direct_and_pgbouncer(pg_server: PgServer) -> 
 
 
 def test_contract_benchmark_runs_every_part(pg_server: PgServer) -> None:
-    """8: stalls per v1.1 revision, every list variant, count/search, keyset/OFFSET, round trips."""
+    """8: a v1.1 revision's stall (all in a full run), list variants, count, keyset, trips."""
     stalls, lists, counts, pages, trips = contract.run(pg_server, SMOKE)
     assert [row[0] for row in stalls.rows[1:]] == [
-        f"`alembic upgrade {r}`" for r in contract.REVISIONS
+        f"`alembic upgrade {r}`" for r in contract.measured(SMOKE)
     ]
+    assert contract.measured(SMOKE) == contract.REVISIONS[-1:]
+    assert contract.measured(contract.Sizes()) == contract.REVISIONS
     assert len(lists.rows) == len(contract.SORTS) * 2 * len(contract.FILTERS)
     assert all(row[3].startswith("Limit") for row in lists.rows)
     assert len(counts.rows) == 3 and len(pages.rows) == 2
