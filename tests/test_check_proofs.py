@@ -177,6 +177,29 @@ def test_a_type_hidden_by_checkfirst_is_named(tmp_path: Path, pg_server: PgServe
         assert "+CREATE TYPE public.priority AS ENUM (" in message
 
 
+def test_since_checks_the_revisions_after_it_and_only_those(
+    tmp_path: Path, pg_server: PgServer
+) -> None:
+    """since=: a leftover after that revision still fails both checks; one at or below it
+    is not checked again (the project's own revisions have a test of their own)."""
+    notes = revision("0002", "0001", NOTES)
+    more = revision(
+        "0003",
+        "0002",
+        'op.add_column("items", sa.Column("x", sa.Text()))',
+        'op.drop_column("items", "x")',
+    )
+    priority = revision("0004", "0003", ENUM_CHECKFIRST, 'op.drop_column("items", "priority")')
+    cfg = history(tmp_path, a0002_notes=notes, a0003_more=more, a0004_priority=priority)
+    for check in (checks.check_stairway, checks.check_downgrade_leaves_no_trace):
+        message = fails(lambda c, s, check=check: check(c, s, since="0003"), cfg, pg_server)
+        assert message.startswith("The downgrade of revision 0004 (a0004_priority.py) leaves")
+        assert "notes" not in message
+    cut = history(tmp_path / "cut", a0002_notes=notes, a0003_more=more)
+    checks.check_stairway(cut, pg_server, since="0002")
+    checks.check_downgrade_leaves_no_trace(cut, pg_server, since="0002")
+
+
 def test_leftovers_of_a_downgrade_are_caught(tmp_path: Path, pg_server: PgServer) -> None:
     """A type and a function that downgrade() forgets are named with their revision."""
     cfg = history(

@@ -196,9 +196,10 @@ def test_the_new_users_trial(work: Workspace) -> None:
         for rev in range(n + 1, n + 5):
             assert squawk_rules(cfg, f"{rev:04d}") == set(), rev
     # Each written revision goes down to exactly where it started (the validation's
-    # downgrade puts the CHECK back NOT VALID), one step at a time and head -> base.
-    checks.check_stairway(cfg, work.server)
-    checks.check_downgrade_leaves_no_trace(cfg, work.server)
+    # downgrade puts the CHECK back NOT VALID), one step at a time and all four at once.
+    # (The project's own revisions: tests/test_schema_checks.py.)
+    checks.check_stairway(cfg, work.server, since=head())
+    checks.check_downgrade_leaves_no_trace(cfg, work.server, since=head())
 
 
 def test_no_change_writes_no_revision(work: Workspace) -> None:
@@ -232,7 +233,8 @@ def test_a_foreign_key_and_its_index_on_an_existing_table(work: Workspace) -> No
     work.migrate()
     with work.engine.connect() as conn:
         command.check(work.config(conn, metadata))
-    checks.check_stairway(work.config(None), work.server)  # the FK back NOT VALID going down
+    # the FK back NOT VALID going down
+    checks.check_stairway(work.config(None), work.server, since=head())
 
 
 def test_a_unique_partial_descending_index_is_built_and_dropped_concurrently(
@@ -397,7 +399,8 @@ def test_not_null_on_an_existing_column_goes_through_a_validated_check(work: Wor
         "SELECT count(*) FROM pg_constraint WHERE conname = 'ck_tasks_wf_note_not_null'"
     )
     work.migrate()
-    checks.check_stairway(work.config(None), work.server)  # the helper CHECK back NOT VALID
+    # the helper CHECK back NOT VALID
+    checks.check_stairway(work.config(None), work.server, since=head())
 
 
 def test_a_new_enum_value_replaces_the_check_not_valid(work: Workspace) -> None:

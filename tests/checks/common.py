@@ -71,13 +71,17 @@ def scripts(cfg: Config) -> ScriptDirectory:
     return script
 
 
-def history(cfg: Config) -> list[Script]:
-    """The revisions from base to head (parents before children)."""
+def history(cfg: Config, since: str | None = None) -> list[Script]:
+    """The revisions from base (or after `since`) to head, parents before children."""
     try:
         script = scripts(cfg)
-        return list(reversed(list(script.walk_revisions("base", "heads"))))
+        revisions = list(reversed(list(script.walk_revisions("base", "heads"))))
     except Exception as exc:  # alembic: duplicate ids, missing parents, syntax errors
         raise SchemaCheckError(f"The revision history cannot be read: {first_line(exc)}") from exc
+    if since is None:
+        return revisions
+    ids = [rev.revision for rev in revisions]
+    return revisions[ids.index(since) + 1 :]
 
 
 @contextmanager

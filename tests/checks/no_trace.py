@@ -12,11 +12,17 @@ from tests.checks.stairway import leftover_error
 from tests.support import PgServer
 
 
-def check_downgrade_leaves_no_trace(cfg: Config, server: PgServer) -> None:
+def check_downgrade_leaves_no_trace(
+    cfg: Config, server: PgServer, since: str | None = None
+) -> None:
     """4. upgrade head then downgrade to base: every step down restores the schema the
-    step up started from; the first revision whose downgrade leaves something is named."""
-    revisions = history(cfg)
+    step up started from; the first revision whose downgrade leaves something is named.
+
+    since: from and back to that revision instead of base (see check_stairway)."""
+    revisions = history(cfg, since)
     with server.database("roundtrip") as dbname, bound(cfg, server, dbname):
+        if since is not None:
+            alembic_step(cfg, since)
         before = {}  # revision -> the schema just before its upgrade
         for rev in revisions:
             before[rev.revision] = ddl(server, dbname)

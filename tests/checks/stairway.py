@@ -29,10 +29,15 @@ def leftover_error(rev_name: str, before: str, after: str) -> SchemaCheckError:
     )
 
 
-def check_stairway(cfg: Config, server: PgServer) -> None:
-    """3. From base, one revision at a time: upgrade, downgrade (nothing left), upgrade."""
+def check_stairway(cfg: Config, server: PgServer, since: str | None = None) -> None:
+    """3. From base, one revision at a time: upgrade, downgrade (nothing left), upgrade.
+
+    since: start at that revision instead (upgraded to, unchecked): a test of new revisions
+    on top of the project's, which tests/test_schema_checks.py checks in the same run."""
     with server.database("stairway") as dbname, bound(cfg, server, dbname):
-        for rev in history(cfg):
+        if since is not None:
+            alembic_step(cfg, since)
+        for rev in history(cfg, since):
             if excepted(rev, "stairway"):
                 alembic_step(cfg, rev.revision)
                 continue
