@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench import chain, contract, deploy, isolation, listing, online, pooler, rls, suite
-from bench.harness import SMOKE
+from bench.harness import SMOKE, Sizes
 from tests import pgbouncer as pgb
 from tests.support import PgServer
 
@@ -90,7 +90,7 @@ def test_contract_benchmark_runs_every_part(pg_server: PgServer) -> None:
         f"`alembic upgrade {r}`" for r in contract.measured(SMOKE)
     ]
     assert contract.measured(SMOKE) == contract.REVISIONS[-1:]
-    assert contract.measured(contract.Sizes()) == contract.REVISIONS
+    assert contract.measured(Sizes()) == contract.REVISIONS
     assert len(lists.rows) == len(contract.SORTS) * 2 * len(contract.FILTERS)
     assert all(row[3].startswith("Limit") for row in lists.rows)
     assert len(counts.rows) == 3 and len(pages.rows) == 2
