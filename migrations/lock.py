@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import suppress
 from typing import Any
 
 from sqlalchemy import Connection, event
@@ -53,6 +54,10 @@ HOLDER = (
 # Through a pooler, how long a refused run keeps trying to reach its lock's backend to free it
 # (with other runs busy on the pooler, 2 s sometimes ran out and left the lock behind).
 FREE_PATIENCE = 10.0
+# ...holding at most this many server sessions at once while it looks for the lock's (see
+# MigrationLock._free_lock): fewer than any pool a pooler is configured with (PgBouncer's
+# default_pool_size is 20), or the walk would wait for a session only it can release.
+WALK = 4
 
 
 class PoolerError(DatabaseError):
@@ -239,21 +244,48 @@ class MigrationLock:
 
     def _free_lock(self, patience: float = 0.0) -> bool:
         """Run the one-statement clean-up (see __init__) on whatever backend we get; through a
-        pooler, again for up to `patience` seconds until it lands on the lock's backend."""
+        pooler, again for up to `patience` seconds until it lands on the lock's backend.
+
+        A pooler hands a client the server connection released last, which is the one this
+        run just used: retrying alone never reaches the lock's. So each wrong session is
+        held in an open transaction while another client connection asks (at most WALK at
+        once), walking down the pooler's idle list to the lock's backend.
+        """
         raw: Any = self.connection.connection.dbapi_connection
         deadline = time.monotonic() + patience
         while True:
+            extra: list[Any] = []
+            freed: bool | None
             try:
-                with raw.cursor() as cursor:
-                    cursor.execute(self._free, {"pid": self.pid})
-                    row = cursor.fetchone()
-                raw.commit()
+                freed = self._free_on(raw)
+                while not freed and patience and len(extra) < WALK - 1:
+                    extra.append(self.connection.engine.raw_connection())
+                    freed = self._free_on(extra[-1])
             except Exception:  # e.g. the connection is gone: the line says how to release it
-                raw.rollback()
+                freed = None
+            finally:
+                for held in (raw, *extra):
+                    with suppress(Exception):
+                        held.rollback()  # after the freeing commit: nothing to roll back
+                for held in extra:
+                    with suppress(Exception):
+                        held.close()
+            if freed is None:
                 return False
-            if (row and row[0]) or time.monotonic() > deadline:
-                return bool(row and row[0])
+            if freed or time.monotonic() > deadline:
+                return freed
             time.sleep(0.01)
+
+    def _free_on(self, raw: Any) -> bool:
+        """The clean-up statement on raw's server session, committed if that was the lock's
+        backend; otherwise raw's transaction stays open, holding that session."""
+        with raw.cursor() as cursor:
+            cursor.execute(self._free, {"pid": self.pid})
+            row = cursor.fetchone()
+        if row and row[0]:
+            raw.commit()
+            return True
+        return False
 
     def _abandon(self, evidence: str) -> PoolerError:
         """A pooler is in between: stop, free the lock and the session's settings, say so."""

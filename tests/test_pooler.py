@@ -229,6 +229,33 @@ def test_every_transaction_must_reach_the_lock_holder(
         assert conn.execute(text(f"SELECT pg_terminate_backend({holder})")).scalar() is True
 
 
+def test_a_refused_run_walks_the_pooler_to_its_locks_session(
+    pgbouncer: PgBouncer, direct: Engine, dbname: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 1: a pooler hands a client the session released last, which is the refused
+    run's own: its clean-up holds that one and asks again, so it reaches the lock's idle
+    session below and frees it (no pg_terminate_backend needed, nothing left)."""
+    monkeypatch.setattr(lock_module, "FREE_PATIENCE", 1.0)  # retrying alone: never in time
+    engine = create_engine(pgbouncer.url(dbname), poolclass=pool.NullPool)
+    with engine.connect() as conn, engine.connect() as other:
+        lock = MigrationLock(conn, {"lock_timeout": "1234ms"})
+        lock.take(1)
+        other.begin()  # the lock's session, now idle, goes to another client...
+        assert other.execute(text("SELECT pg_backend_pid()")).scalar_one() == lock.pid
+        raw: Any = conn.connection.dbapi_connection  # ...so the run is handed a new one
+        with raw.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            assert cursor.fetchone()[0] != lock.pid
+        other.rollback()  # the lock's session is idle again, then the run's on top of it
+        raw.rollback()
+        message = str(lock._abandon("this run's transactions reached two server sessions"))
+    engine.dispose()
+    assert "pg_terminate_backend" not in message, message
+    with direct.connect() as conn:
+        assert conn.execute(ADVISORY).scalar_one() == 0
+    assert server_settings(pgbouncer, direct, dbname) == {("0", "0")}
+
+
 def test_the_app_crud_works_through_the_pooler(
     pg_server: PgServer, pgbouncer: PgBouncer, dbname: str
 ) -> None:
