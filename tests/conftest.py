@@ -70,6 +70,15 @@ def engine(pg_server: PgServer) -> Iterator[Engine]:
         eng.dispose()
 
 
+@pytest.fixture(scope="session")
+def head_template(pg_server: PgServer) -> Iterator[str]:
+    """A database that `alembic upgrade head` built, to copy (CREATE DATABASE ... TEMPLATE)
+    for tests that start at head: a copy takes 0.02 s, the upgrade 0.15 s."""
+    with pg_server.database("head") as name:
+        migrate(pg_server.url(name))  # NullPool: no connection stays open to block a copy
+        yield name
+
+
 @pytest.fixture
 def db(pg_server: PgServer) -> Iterator[Engine]:
     """An empty database of its own (dropped afterwards) and an engine on it."""

@@ -99,14 +99,13 @@ class Workspace:
 
 
 @pytest.fixture
-def work(pg_server: PgServer, tmp_path: Path) -> Iterator[Workspace]:
+def work(pg_server: PgServer, head_template: str, tmp_path: Path) -> Iterator[Workspace]:
     """A database at the project's head with two tasks in it; revisions go to tmp_path."""
     versions = tmp_path / "versions"
     versions.mkdir()
-    with pg_server.database("wf") as name:
+    with pg_server.database("wf", template=head_template) as name:
         engine = create_engine(pg_server.url(name), poolclass=pool.NullPool)
         space = Workspace(engine, versions, pg_server)
-        space.migrate()
         with engine.begin() as conn:
             conn.execute(text("INSERT INTO tasks (user_id, title) VALUES ('a', 'x'), ('b', 'y')"))
         yield space
