@@ -136,6 +136,16 @@ class MigrationLock:
         # One statement, so it runs on one backend even through a pooler: on the lock's
         # backend (and only there), reset the timeouts and unlock. True: freed. (Ending that
         # backend instead would fail the app request a pooler hands it at that moment.)
+        # Each transaction's first statement (see _on_begin): SET LOCAL in a transaction, SET
+        # SESSION in an autocommit block (release() resets them).
+        sets = " AND ".join(
+            f"set_config('{name}', '{value}', %(local)s) IS NOT NULL"
+            for name, value in timeouts.items()
+        )
+        self._begin = (
+            "SELECT pg_backend_pid(), "
+            f"CASE WHEN pg_backend_pid() = %(pid)s THEN {sets or 'true'} END"
+        )
         resets = " AND ".join(f"{_reset(name)} IS NOT NULL" for name in timeouts)
         self._free = (
             f"SELECT CASE WHEN pg_backend_pid() = %(pid)s THEN {resets or 'true'} "
@@ -223,12 +233,14 @@ class MigrationLock:
     def _on_begin(self, conn: Connection) -> None:
         """First in every transaction: on the lock's backend? Then this transaction's timeouts.
 
-        An autocommit block (CONCURRENTLY) runs statement by statement, which no check can
-        pin to a backend: before it, a second connection must again get another session.
+        One statement reads the backend and, on the lock's backend only, sets the timeouts:
+        through a pooler, two statements of an autocommit block (CONCURRENTLY runs statement
+        by statement) may reach two backends, and a setting must not be left on another.
+        Before such a block, a second connection must again get another session.
         """
         raw: Any = conn.connection.dbapi_connection
         with raw.cursor() as cursor:
-            cursor.execute("SELECT pg_backend_pid()")
+            cursor.execute(self._begin, {"pid": self.pid, "local": not raw.autocommit})
             pid = cursor.fetchone()[0]
         if pid != self.pid:
             raw.rollback()
@@ -237,10 +249,6 @@ class MigrationLock:
             )
         if raw.autocommit and self._shared(pid):
             raise self._abandon(f"a second connection was handed this run's session {pid}")
-        scope = "SESSION" if raw.autocommit else "LOCAL"
-        with raw.cursor() as cursor:
-            for name, value in self.timeouts.items():
-                cursor.execute(f"SET {scope} {name} = '{value}'")
 
     def _free_lock(self, patience: float = 0.0) -> bool:
         """Run the one-statement clean-up (see __init__) on whatever backend we get; through a

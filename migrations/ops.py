@@ -57,12 +57,19 @@ def _is_invalid(name: str) -> bool:
 @contextmanager
 def _online() -> Iterator[None]:
     """An autocommit block without statement_timeout: the step runs alongside traffic and
-    takes no lock that writers wait for; lock_timeout still bounds its waits."""
-    restore = op.get_context().opts.get("statement_timeout_ms", 0)
-    with op.get_context().autocommit_block():
+    takes no lock that writers wait for; lock_timeout still bounds its waits.
+
+    Online, the next transaction sets its own timeout (SET LOCAL) and the run's end resets
+    the session's (migrations/lock.py): a restoring SET here could, through a pooler, land
+    on another backend and stay there. The --sql script restores it for the statements after.
+    """
+    context = op.get_context()
+    restore = context.opts.get("statement_timeout_ms", 0)
+    with context.autocommit_block():
         op.execute("SET statement_timeout = 0")
         yield
-        op.execute(f"SET statement_timeout = '{restore}ms'")
+        if context.as_sql:
+            op.execute(f"SET statement_timeout = '{restore}ms'")
 
 
 def create_index_concurrently(
