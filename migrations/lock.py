@@ -133,11 +133,10 @@ class MigrationLock:
         # The second client connection of the checks, opened once: a new connection per
         # check cost ~3 ms (a backend fork), ~20 times a run.
         self._probe: Connection | None = None
-        # One statement, so it runs on one backend even through a pooler: on the lock's
-        # backend (and only there), reset the timeouts and unlock. True: freed. (Ending that
-        # backend instead would fail the app request a pooler hands it at that moment.)
-        # Each transaction's first statement (see _on_begin): SET LOCAL in a transaction, SET
-        # SESSION in an autocommit block (release() resets them).
+        self._single = False  # the caller's pool has one connection: nothing to probe
+        # Each transaction's first statement (see _on_begin): its backend, and on the lock's
+        # backend only, the timeouts: SET LOCAL in a transaction, SET SESSION in an
+        # autocommit block (release() resets them).
         sets = " AND ".join(
             f"set_config('{name}', '{value}', %(local)s) IS NOT NULL"
             for name, value in timeouts.items()
@@ -146,6 +145,9 @@ class MigrationLock:
             "SELECT pg_backend_pid(), "
             f"CASE WHEN pg_backend_pid() = %(pid)s THEN {sets or 'true'} END"
         )
+        # One statement, so it runs on one backend even through a pooler: on the lock's
+        # backend (and only there), reset the timeouts and unlock. True: freed. (Ending that
+        # backend instead would fail the app request a pooler hands it at that moment.)
         resets = " AND ".join(f"{_reset(name)} IS NOT NULL" for name in timeouts)
         self._free = (
             f"SELECT CASE WHEN pg_backend_pid() = %(pid)s THEN {resets or 'true'} "
@@ -172,11 +174,15 @@ class MigrationLock:
         Through a transaction pooler a client holds a server connection only during a
         transaction, so the probe's next one is assigned as a new client's would be."""
         conn = self.connection
+        if self._single:
+            return False
         if self._probe is None:
             self._probe = conn.engine.connect()
+            if self._probe.connection.dbapi_connection is conn.connection.dbapi_connection:
+                self._single = True  # a caller's single-connection pool: one client
+                self._close_probe()
+                return False
         probe = self._probe
-        if probe.connection.dbapi_connection is conn.connection.dbapi_connection:
-            return False  # a caller's single-connection pool: one client, nothing to prove
         with probe.begin():
             other: int = probe.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
         return other == mine
@@ -266,7 +272,7 @@ class MigrationLock:
             freed: bool | None
             try:
                 freed = self._free_on(raw)
-                while not freed and patience and len(extra) < WALK - 1:
+                while not freed and patience and len(extra) < WALK - 1 and not self._single:
                     extra.append(self.connection.engine.raw_connection())
                     freed = self._free_on(extra[-1])
             except Exception:  # e.g. the connection is gone: the line says how to release it

@@ -85,6 +85,20 @@ def test_any_connectable_works(db: Engine) -> None:
     assert tables(db) == set()
 
 
+def test_a_single_connection_engine_migrates_to_head(db: Engine) -> None:
+    """A caller's engine with one connection (StaticPool): the pooler probe gets that same
+    connection, sees one client, and the run (CONCURRENTLY blocks included) goes through."""
+    single = create_engine(db.url, poolclass=pool.StaticPool)
+    try:
+        with single.connect() as conn:
+            command.upgrade(alembic_config(conn), "head")
+            version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            locks = conn.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"))
+            assert (version, locks.scalar()) == (head(), 0)
+    finally:
+        single.dispose()
+
+
 def test_a_concurrent_revision_in_a_callers_transaction_says_why(db: Engine) -> None:
     """A revision that needs an autocommit block refuses, in one line, to run inside a
     caller's transaction (it would have to commit it)."""
