@@ -254,7 +254,11 @@ def allow_data_loss() -> bool:
 def run_migrations_offline() -> None:
     """`alembic upgrade head --sql`: print the SQL (timeouts included); needs no database."""
     s = settings()
-    configure(s, dialect_name="postgresql", literal_binds=True)
+    # paramstyle named (Alembic's own template): with psycopg2's pyformat, a % in a
+    # statement would be printed doubled, '5%%', and psql would apply that.
+    configure(
+        s, dialect_name="postgresql", literal_binds=True, dialect_opts={"paramstyle": "named"}
+    )
     with context.begin_transaction():
         for statement in timeout_statements(s):
             context.execute(statement)

@@ -129,8 +129,9 @@ def add_enum_value(
     `remove_enum_value`.
     """
     where = f" BEFORE {_quote(before)}" if before else f" AFTER {_quote(after)}" if after else ""
+    sql = f"ALTER TYPE {type_name} ADD VALUE IF NOT EXISTS {_quote(value)}{where}"
     with op.get_context().autocommit_block():
-        op.execute(f"ALTER TYPE {type_name} ADD VALUE IF NOT EXISTS {_quote(value)}{where}")
+        op.execute(sql.replace(":", "\\:"))  # a value like 'x :y' is no bind parameter
 
 
 # One DO block (the same online and with --sql, atomic, a no-op once the value is gone):

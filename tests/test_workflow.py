@@ -37,7 +37,7 @@ from migrations import ops
 from models.naming import NAMING_CONVENTION
 from models.settings import Settings
 from tests import checks
-from tests.checks.common import scripts
+from tests.checks.common import alembic_step, bound, scripts
 from tests.checks.lint import SQUAWK_CONFIG, squawk_binary
 from tests.support import ROOT, PgServer, alembic_config, head, revision, run_alembic
 from tests.synthetic import history
@@ -639,6 +639,37 @@ def test_removing_an_enum_value_that_rows_hold_is_refused(work: Workspace) -> No
     assert work.scalar(ROWS) == "x=large,y=large" and work.scalar(BAG) == "{large},{small,large}"
     work.migrate()
     assert labels(work) == ",".join(FOUR)
+
+
+def test_enum_values_with_a_colon_or_a_percent_sign_are_added_as_written(
+    tmp_path: Path, pg_server: PgServer
+) -> None:
+    """ops.add_enum_value/remove_enum_value take any label: 'x :y' is no bind parameter,
+    and '5%' is not printed '5%%' by --sql; online and offline build the same type."""
+    cfg = history(
+        tmp_path,
+        a0002_size=revision(
+            "0002",
+            "0001",
+            "op.execute(\"CREATE TYPE size AS ENUM ('s')\")",
+            'op.execute("DROP TYPE size")',
+        ),
+        a0003_odd=revision(
+            "0003",
+            "0002",
+            "ops.add_enum_value('size', 'x :y')\nops.add_enum_value('size', '5%', after='s')",
+            "ops.remove_enum_value('size', '5%')\nops.remove_enum_value('size', 'x :y')",
+            imports="from migrations import ops",
+        ),
+    )
+    assert "'5%'" in checks.offline_sql(cfg, "0002:0003")
+    with pg_server.database("odd") as name, bound(cfg, pg_server, name) as conn:
+        alembic_step(cfg, "head")
+        labels = text("SELECT enum_range(NULL::size)::text")
+        assert conn.execute(labels).scalar() == '{s,5%,"x :y"}'
+        alembic_step(cfg, "0002", down=True)
+        assert conn.execute(labels).scalar() == "{s}"
+    checks.check_offline_matches_online(cfg, pg_server)
 
 
 def test_a_history_with_an_added_enum_value_passes_the_checks(
