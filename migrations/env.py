@@ -405,7 +405,7 @@ def run_on(connection: Connection) -> None:
                     context.run_migrations()
                 break
             except CommandError as exc:
-                raise CommandError(explain_command_error(exc, database_heads())) from exc
+                raise CommandError(explain_command_error(exc, database_at(connection))) from exc
             except DatabaseError:
                 raise
             except Exception as exc:
@@ -479,14 +479,6 @@ def run_migrations_online() -> None:
         raise CommandError(explain(exc, url)) from None
     finally:
         engine.dispose()
-
-
-def database_heads() -> str | None:
-    """The revision(s) the database is at, or None when that cannot be read."""
-    try:
-        return ", ".join(context.get_context().get_current_heads()) or "base"
-    except Exception:
-        return None
 
 
 def uses_local_database() -> bool:
