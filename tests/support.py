@@ -72,6 +72,14 @@ class PgServer:
             yield name
 
 
+# The advisory locks held in the connection's own database (a lock key is per database;
+# other tests' databases on the same server hold theirs, or are releasing them).
+ADVISORY_HERE = (
+    "locktype = 'advisory' "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
 def alembic_config(
     connection: Connection | Engine | None = None,
     settings: Settings | None = None,

@@ -22,6 +22,7 @@ from sqlalchemy import Engine, create_engine, pool, text
 from models.db import neon_direct, parse_url, resolve_url
 from models.settings import Settings
 from tests.support import (
+    ADVISORY_HERE,
     PgServer,
     alembic_config,
     extra_versions,
@@ -93,7 +94,7 @@ def test_a_single_connection_engine_migrates_to_head(db: Engine) -> None:
         with single.connect() as conn:
             command.upgrade(alembic_config(conn), "head")
             version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-            locks = conn.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"))
+            locks = conn.execute(text(f"SELECT count(*) FROM pg_locks WHERE {ADVISORY_HERE}"))
             assert (version, locks.scalar()) == (head(), 0)
     finally:
         single.dispose()

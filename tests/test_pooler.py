@@ -20,15 +20,9 @@ from models.errors import DatabaseError
 from models.settings import Settings
 from tests import pgbouncer as pgb
 from tests.pgbouncer import PgBouncer, running_pgbouncer
-from tests.support import PgServer, deploys, migrate, run_alembic
+from tests.support import ADVISORY_HERE, PgServer, deploys, migrate, run_alembic
 
-# Advisory locks of the test's own database (a lock key is per database; other tests'
-# databases on the same server may hold theirs, or be releasing them, at the same time).
-HERE = (
-    "locktype = 'advisory' "
-    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-)
-ADVISORY = text(f"SELECT count(*) FROM pg_locks WHERE {HERE}")
+ADVISORY = text(f"SELECT count(*) FROM pg_locks WHERE {ADVISORY_HERE}")
 
 
 @pytest.fixture
@@ -154,7 +148,7 @@ def test_concurrent_deploys_through_the_pooler_never_share_the_lock(
     assert refused and all("goes through a transaction pooler" in o for o in refused), log
     assert log.count("Running upgrade  -> 0001") <= 1
     with direct.connect() as conn:
-        held = conn.execute(text(f"SELECT pid, granted FROM pg_locks WHERE {HERE}")).all()
+        held = conn.execute(text(f"SELECT pid, granted FROM pg_locks WHERE {ADVISORY_HERE}")).all()
     assert held == [], log
     assert server_settings(pgbouncer, direct, dbname) == {("0", "0")}
 
@@ -178,7 +172,9 @@ def test_a_lock_leaked_by_a_pooler_connection_is_named_at_the_deadline(
     assert result.returncode != 0 and "Traceback" not in output
     [line] = [line for line in output.splitlines() if line.startswith("FAILED: ")]
     with direct.connect() as conn:
-        pid = conn.execute(text(f"SELECT pid FROM pg_locks WHERE {HERE} AND granted")).scalar_one()
+        pid = conn.execute(
+            text(f"SELECT pid FROM pg_locks WHERE {ADVISORY_HERE} AND granted")
+        ).scalar_one()
     assert line.startswith("FAILED: waited 0.3s (MIGRATION_LOCK_WAIT_SECONDS) for the migration")
     assert f"held by backend pid {pid} (application_name 'crashed-deploy'" in line
     assert f"release it with SELECT pg_terminate_backend({pid})" in line
@@ -202,7 +198,7 @@ def test_a_lock_held_by_the_pooled_session_is_refused(
             lock.take(1)
     engine.dispose()
     with direct.connect() as conn:
-        conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_locks WHERE {HERE}"))
+        conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_locks WHERE {ADVISORY_HERE}"))
 
 
 def test_every_transaction_must_reach_the_lock_holder(

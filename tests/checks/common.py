@@ -81,6 +81,8 @@ def history(cfg: Config, since: str | None = None) -> list[Script]:
     if since is None:
         return revisions
     ids = [rev.revision for rev in revisions]
+    if since not in ids:
+        raise SchemaCheckError(f"since={since!r} is not a revision of this history")
     return revisions[ids.index(since) + 1 :]
 
 
