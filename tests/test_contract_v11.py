@@ -1,4 +1,6 @@
-"""Contract v1.1 (priority, dates, recurrence, tags): raw SQL and the API schemas both refuse."""
+"""Contract v1.1 (priority, dates, recurrence, tags): raw SQL and the API schemas both refuse.
+
+The contract tests: with a change to the tasks table's columns, this file changes too."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
-from models import Priority, Recurring, TaskCreate, TaskReplace, TaskUpdate
+from models import Priority, Recurring, Task, TaskCreate, TaskReplace, TaskUpdate
 from models.task import WHITESPACE
 
 DUE = "2026-03-01T09:00:00+00:00"
@@ -162,3 +164,12 @@ def test_update_new_fields_optional_but_not_null() -> None:
             TaskUpdate.model_validate({field: None})
     with pytest.raises(ValidationError):
         TaskUpdate.model_validate({"recurring": "daily", "due_date": None})
+
+
+def test_table_model_is_the_tasks_table() -> None:
+    """The table model maps to `tasks` with the twelve v1.1 contract columns."""
+    assert Task.__tablename__ == "tasks"
+    assert {c.name for c in Task.__table__.columns} == {  # type: ignore[attr-defined]
+        *("id", "user_id", "title", "description", "complete", "priority", "due_date"),
+        *("recurring", "recurring_end_date", "tags", "created_at", "updated_at"),
+    }

@@ -11,7 +11,6 @@ from sqlmodel import Session
 from models import (
     InvalidArgument,
     Priority,
-    Task,
     TaskCreate,
     TaskPage,
     TaskRead,
@@ -121,15 +120,6 @@ def test_invalid_data_fails_before_any_sql(session: Session) -> None:
     finally:
         event.remove(bind, "before_cursor_execute", record)
     assert statements == []
-
-
-def test_table_model_is_the_tasks_table() -> None:
-    """The table model maps to `tasks` with the twelve v1.1 contract columns."""
-    assert Task.__tablename__ == "tasks"
-    assert {c.name for c in Task.__table__.columns} == {  # type: ignore[attr-defined]
-        *("id", "user_id", "title", "description", "complete", "priority", "due_date"),
-        *("recurring", "recurring_end_date", "tags", "created_at", "updated_at"),
-    }
 
 
 def test_each_write_is_one_statement(session: Session) -> None:
