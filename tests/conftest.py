@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -39,10 +38,8 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
 @pytest.fixture
 def memory_path(tmp_path: Path) -> Iterator[Path]:
     """A folder in memory (tmpfs, see support.in_memory) for a test's own embedded server."""
-    home = in_memory(tmp_path)
-    yield home
-    if home != tmp_path:
-        shutil.rmtree(home, ignore_errors=True)
+    with in_memory(tmp_path) as home:
+        yield home
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import sys
 import tempfile
 import textwrap
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -249,39 +249,46 @@ TMPFS = Path("/dev/shm")
 TMPFS_MIN_FREE = 1 << 30
 
 
-def in_memory(workdir: Path) -> Path:
-    """A fresh folder in the tmpfs when there is one with room (1 GiB), else workdir."""
+@contextmanager
+def in_memory(workdir: Path) -> Iterator[Path]:
+    """A fresh folder in the tmpfs, deleted afterwards, when there is one with room (1 GiB);
+    else workdir itself."""
     try:
         stat = os.statvfs(TMPFS)
+        roomy = stat.f_bavail * stat.f_frsize >= TMPFS_MIN_FREE and os.access(TMPFS, os.W_OK)
     except OSError:
-        return workdir
-    if stat.f_bavail * stat.f_frsize < TMPFS_MIN_FREE or not os.access(TMPFS, os.W_OK):
-        return workdir
-    return Path(tempfile.mkdtemp(prefix="todo-schema-", dir=TMPFS))
+        roomy = False
+    if not roomy:
+        yield workdir
+        return
+    home = Path(tempfile.mkdtemp(prefix="todo-schema-", dir=TMPFS))
+    try:
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @contextmanager
 def embedded_server(workdir: Path, *, durable: bool = True) -> Iterator[PgServer]:
     """A throwaway embedded PostgreSQL with its data in workdir, stopped and deleted after.
 
-    durable=False switches off fsync and friends (the tests; not the benchmarks, whose
-    figures must be those of a normally configured server)."""
+    durable=False switches off fsync and friends, and keeps the data in memory where it
+    can (the tests; not the benchmarks, whose figures must be those of a normally
+    configured server)."""
     # Keep workdir short: Unix socket paths are limited to about 100 characters.
-    home = workdir if durable else in_memory(workdir)
-    server = start_server(home / "data", cleanup_mode="delete")
-    try:
-        info = server.get_postmaster_info()
-        found = PgServer(str(info.socket_dir), info.port or 5432)
-        if not durable:
-            engine = create_engine(found.url(), isolation_level="AUTOCOMMIT")
-            with engine.connect() as conn:
-                for setting in NOT_DURABLE:
-                    conn.exec_driver_sql(f"ALTER SYSTEM SET {setting} = off")
-                conn.exec_driver_sql("SELECT pg_reload_conf()")
-            engine.dispose()
-        with_app_role(found)
-        yield found
-    finally:
-        server.cleanup()
-        if home != workdir:
-            shutil.rmtree(home, ignore_errors=True)
+    with nullcontext(workdir) if durable else in_memory(workdir) as home:
+        server = start_server(home / "data", cleanup_mode="delete")
+        try:
+            info = server.get_postmaster_info()
+            found = PgServer(str(info.socket_dir), info.port or 5432)
+            if not durable:
+                engine = create_engine(found.url(), isolation_level="AUTOCOMMIT")
+                with engine.connect() as conn:
+                    for setting in NOT_DURABLE:
+                        conn.exec_driver_sql(f"ALTER SYSTEM SET {setting} = off")
+                    conn.exec_driver_sql("SELECT pg_reload_conf()")
+                engine.dispose()
+            with_app_role(found)
+            yield found
+        finally:
+            server.cleanup()
