@@ -15,7 +15,8 @@ from alembic.autogenerate import produce_migrations, render_python_code
 from alembic.autogenerate.api import AutogenContext
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, MetaData, create_engine, pool, text
+from sqlalchemy import Connection, Engine, MetaData, create_engine, pool, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeDecorator
 
 import migrations.enums  # noqa: F401  (registers the native enum value comparator)
@@ -83,6 +84,22 @@ def _routines(migrated: Connection) -> list[str]:
     return [f'CREATE EXTENSION IF NOT EXISTS "{name}"' for name in extensions] + list(functions)
 
 
+def _create(engine: Engine, statements: list[str], strict: bool = False) -> list[str]:
+    """Run each statement (a function body's '%' doubled for the driver); return those that
+    failed, unless strict."""
+    failed = []
+    with engine.begin() as conn:
+        for statement in statements:
+            try:
+                with conn.begin_nested():
+                    conn.exec_driver_sql(statement.replace("%", "%%"))
+            except DBAPIError:
+                if strict:
+                    raise
+                failed.append(statement)
+    return failed
+
+
 def catalog_differences(server: PgServer, migrated: Connection, metadata: MetaData) -> list[str]:
     """CHECKs (names and expressions), primary key names and enum values: the migrated
     database vs a scratch database built from the models' metadata."""
@@ -90,10 +107,9 @@ def catalog_differences(server: PgServer, migrated: Connection, metadata: MetaDa
     with server.database("models_built") as scratch:
         engine = create_engine(server.url(scratch), poolclass=pool.NullPool)
         try:
-            with engine.begin() as conn:
-                for statement in _routines(migrated):
-                    conn.exec_driver_sql(statement)
+            later = _create(engine, _routines(migrated))  # the CHECKs may call them
             metadata.create_all(engine)
+            _create(engine, later, strict=True)  # those that use the models' types
             with engine.connect() as conn:
                 want, want_enums = _catalog(conn, tables)
         finally:
