@@ -21,7 +21,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from models.errors import InvalidArgument
+from models.errors import InvalidArgument, NothingToUpdate
 from models.security import acting_as
 from models.task import Task, TaskCreate, TaskReplace, TaskUpdate, UserId
 
@@ -145,8 +145,11 @@ def _change(session: Session, user_id: str, task_id: int, values: dict[str, Any]
 
 @for_owner
 def update_task(session: Session, user_id: str, task_id: int, data: TaskUpdate) -> Task | None:
-    """Apply the fields set in data to user_id's task; None if there is no such task."""
+    """Apply the fields set in data to user_id's task; None if there is no such task.
+    NothingToUpdate (an InvalidArgument, HTTP 400) when data sets no field."""
     values = _validated(TaskUpdate, data).model_dump(exclude_unset=True)
+    if not values:
+        raise NothingToUpdate()
     return _change(session, user_id, task_id, values)
 
 

@@ -31,3 +31,13 @@ class InvalidArgument(ValueError):
     def errors(self) -> list[dict[str, Any]]:
         """The problems, FastAPI-style: what a route puts in a 422's `detail`."""
         return [dict(e) for e in self._errors]
+
+
+class NothingToUpdate(InvalidArgument):
+    """An update that sets no field: CLIENT.md's PATCH answers it with 400 "No fields to update"."""
+
+    status_code = 400
+    MESSAGE = "No fields to update"
+
+    def __init__(self) -> None:
+        super().__init__([{"loc": ["body"], "msg": self.MESSAGE, "type": "no_fields"}])

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, event
 from sqlalchemy.orm import Session as OrmSession
 
+from models.errors import InvalidArgument
+
 if TYPE_CHECKING:
     from sqlmodel import Session
 
@@ -92,11 +94,11 @@ def create_app_role(conn: Connection, role: str = APP_ROLE) -> None:
 
 
 def valid_user_id(user_id: object) -> str:
-    """The user id to bind, or ValueError (one line) for what cannot be one."""
+    """The user id to bind, or InvalidArgument (HTTP 422, one line) for what cannot be one."""
     if not isinstance(user_id, str) or not user_id.strip():
-        raise ValueError("user_id must be a non-empty string")
+        raise InvalidArgument.of("user_id", "must be a non-empty string")
     if "\x00" in user_id:
-        raise ValueError("user_id must not contain NUL (\\x00) characters")
+        raise InvalidArgument.of("user_id", "must not contain NUL (\\x00) characters")
     return user_id
 
 
@@ -160,15 +162,19 @@ def _set_user(session: OrmSession, transaction: Any, connection: Connection) -> 
 
 
 def get_user_session(user_id: str) -> Iterator[Session]:
-    """A session whose every transaction runs for user_id, on the app's engine.
+    """The session of a request on behalf of user_id: every transaction runs for that user.
 
-    FastAPI: `def db(user: str = Depends(authenticated_user)): yield from
-    get_user_session(user)`, then `Depends(db)` in the routes.
+    The one dependency an app needs (FastAPI: models.api.user_session(authenticated_user)
+    binds it to the user your auth dependency returns). user_id is checked like the
+    data-access functions check an owner: InvalidArgument (HTTP 422) for a blank, NUL,
+    too long or non-string id, before any connection is taken.
     """
     from sqlmodel import Session  # here, not at the top: see models/__init__.py
 
+    from models.crud import owner
     from models.db import get_engine
 
+    user_id = owner(user_id)
     with Session(get_engine()) as session:
         bind_user(session, user_id)
         yield session
