@@ -330,8 +330,11 @@ def _role(name: str) -> str:
     return name if name.upper() in _ROLE_WORDS else _PREPARER.quote(name)
 
 
-def policy_sql(table: str, policy: PolicyData, *, name: str | None = None) -> str:
-    """The CREATE POLICY statement of one policy (optionally under another name)."""
+def policy_sql(
+    table: str, policy: PolicyData, *, name: str | None = None, on: str | None = None
+) -> str:
+    """The CREATE POLICY statement of one policy (optionally under another name, or on
+    another table `on`, as SQL)."""
     unknown = set(policy) - _POLICY_KEYS
     if unknown:
         raise ValueError(f"policy {policy.get('name')!r}: unknown keys {sorted(unknown)}")
@@ -339,7 +342,7 @@ def policy_sql(table: str, policy: PolicyData, *, name: str | None = None) -> st
     kind = "PERMISSIVE" if policy.get("permissive", True) else "RESTRICTIVE"
     sql = (
         f"CREATE POLICY {_PREPARER.quote(str(name or policy['name']))} ON "
-        f"{_PREPARER.quote(table)} AS {kind} FOR {policy['command']} "
+        f"{on or _PREPARER.quote(table)} AS {kind} FOR {policy['command']} "
         f"TO {', '.join(_role(str(r)) for r in roles)}"
     )
     if policy.get("using") is not None:

@@ -7,7 +7,9 @@ declaration (models/policies.py's ROW_LEVEL_SECURITY, or a caller's own in
 - the flags: a declared table has row-level security enabled and forced, any other table
   neither;
 - the policies, by name, each in the database's own words (the declared one is created
-  under a scratch name in a savepoint that is rolled back, and read from pg_policies);
+  under a scratch name on a temporary copy of the table's columns, read from pg_policies,
+  and rolled back: the table itself is only read, never locked against writers, so this
+  is safe on a live database);
 - the app role's privileges on the table and on each column (aclexplode), exactly.
 
 What differs is one `RowLevelSecurity` operation in the table's operations, rendered as
@@ -135,32 +137,58 @@ def policy_data(policy: Policy) -> dict[str, object]:
 
 
 def canonical(
-    bind: sa.Connection, schema: str | None, table: str, policy: Policy, owner: str
-) -> DbPolicy | None:
-    """The declared policy in the database's words: created under a scratch name in a
-    savepoint, read back, rolled back. None if it cannot be built on the table as it is
-    now (e.g. it names a column this revision adds): then it differs."""
-    data = {**policy_data(policy), "to": owner if policy.role == TABLE_OWNER else policy.role}
-    scratch = f"declared_{policy.name}"[:63]
-    savepoint = bind.begin_nested()
+    bind: sa.Connection, schema: str | None, table: str, policies: list[Policy], owner: str
+) -> dict[str, DbPolicy | None]:
+    """The declared policies in the database's words, by name: each created under a scratch
+    name on a temporary copy of the table's columns (same name, so the policy's references
+    to its table read the same; no lock on the table itself), read back from pg_policies,
+    all rolled back. None for one that cannot be built on the table as it is now (e.g. it
+    names a column this revision adds): then it differs."""
+    found: dict[str, DbPolicy | None] = {}
+    quoted = _PREPARER.quote(table)
+    outer = bind.begin_nested()
     try:
-        # (psycopg2 formats the statement: a % in an expression is written %%)
-        bind.exec_driver_sql(policy_sql(table, data, name=scratch).replace("%", "%%"))
-        row = bind.execute(_POLICIES, {"schema": schema, "name": table}).all()
+        bind.exec_driver_sql(f"CREATE TEMPORARY TABLE {quoted} (LIKE {_qualified(schema, table)})")
+        for policy in policies:
+            data = {
+                **policy_data(policy),
+                "to": owner if policy.role == TABLE_OWNER else policy.role,
+            }
+            scratch = f"declared_{policy.name}"[:63]
+            found[policy.name] = None
+            with bind.begin_nested() as each:
+                try:  # (psycopg2 formats the statement: a % in an expression is written %%)
+                    sql = policy_sql(table, data, name=scratch, on=f"pg_temp.{quoted}")
+                    bind.exec_driver_sql(sql.replace("%", "%%"))
+                except DBAPIError:
+                    each.rollback()
+                    continue
+                found[policy.name] = _scratch(bind, table, scratch)
     except DBAPIError as exc:
-        if getattr(exc.orig, "pgcode", None) == INSUFFICIENT_PRIVILEGE:
-            raise CommandError(
-                f"table {table}: its declared policies cannot be compared as "
-                f"{bind.exec_driver_sql('SELECT current_user').scalar()} (only the table's "
-                "owner may create policies on it): run this as the role that runs migrations"
-            ) from None
-        return None
+        if getattr(exc.orig, "pgcode", None) != INSUFFICIENT_PRIVILEGE:
+            raise
+        raise CommandError(
+            f"table {table}: its declared policies cannot be compared as this role (it may not "
+            "create temporary tables here): run this as the role that runs migrations"
+        ) from None
     finally:
-        savepoint.rollback()
-    for name, permissive, roles, cmd, using, check in row:
-        if name == scratch:
-            return DbPolicy(permissive, tuple(sorted(roles)), cmd, using, check)
-    return None
+        outer.rollback()
+    return found
+
+
+def _scratch(bind: sa.Connection, table: str, name: str) -> DbPolicy | None:
+    row = bind.execute(
+        sa.text(
+            "SELECT permissive = 'PERMISSIVE', roles, cmd, qual, with_check FROM pg_policies "
+            "WHERE schemaname = (SELECT nspname FROM pg_namespace WHERE oid = pg_my_temp_schema()) "
+            "AND tablename = :t AND policyname = :n"
+        ),
+        {"t": table, "n": name},
+    ).first()
+    if row is None:
+        return None
+    permissive, roles, cmd, using, check = row
+    return DbPolicy(permissive, tuple(sorted(roles)), cmd, using, check)
 
 
 @dataclass
@@ -258,17 +286,18 @@ def compare(
     for name in sorted(set(found) - set(wanted)):
         op.drop.append(found[name].data(name, have.owner if have else ""))
         op.reasons.append((name, f"is in the database, not in {DECLARATION}"))
+    present = [p for name, p in wanted.items() if name in found]
+    built = canonical(bind, schema, table, present, have.owner) if have and present else {}
     for name, policy in wanted.items():
         if name not in found:
             op.create.append(policy_data(policy))
             op.reasons.append((name, f"is declared in {DECLARATION}, not in the database"))
             continue
         assert have is not None
-        built = canonical(bind, schema, table, policy, have.owner)
-        if built != found[name]:
+        if built[name] != found[name]:
             op.drop.append(found[name].data(name, have.owner))
             op.create.append(policy_data(policy))
-            op.reasons += [(name, text) for text in _describe(found[name], built)]
+            op.reasons += [(name, text) for text in _describe(found[name], built[name])]
     want = privileges(access.grants) if access else frozenset()
     got = have.privileges if have else frozenset()
     op.revoke, op.grant = grant_list(got - want), grant_list(want - got)
