@@ -37,13 +37,12 @@ import sqlalchemy as sa
 from alembic.config import Config
 from sqlalchemy import Connection, MetaData
 
-from migrations.rls import DbPolicy, compare, read_table
+from migrations.rls import DECLARATION, DbPolicy, compare, read_table
 from models.policies import APP_ROLE, APP_ROLE_SETTINGS, COMMANDS, ROW_LEVEL_SECURITY, Access
 from tests.checks.common import SchemaCheckError, alembic_step, bound, history
 from tests.support import PgServer
 
 USER_SETTING_CALL = "current_setting('app.user_id'"
-DECLARATION = "models/policies.py"
 _READS = re.compile(r"\bFROM\s+(?:\w+\.)?\"?(\w+)\"?", re.IGNORECASE)
 # Which commands the role may run on each table: its own grants, PUBLIC's, its roles'.
 _TABLES = sa.text(
