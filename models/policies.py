@@ -44,6 +44,7 @@ APP_ROLE_SETTINGS: Mapping[str, str] = {
     "idle_in_transaction_session_timeout": "30s",
 }
 COMMANDS = ("SELECT", "INSERT", "UPDATE", "DELETE")
+MAX_IDENTIFIER = 63
 PRIVILEGES = (*COMMANDS, "TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN")
 
 
@@ -82,6 +83,9 @@ class Access:
 
     def __post_init__(self) -> None:
         privileges(self.grants)  # a malformed grant fails where it is declared
+        for policy in self.policies:
+            if len(policy.name.encode()) > MAX_IDENTIFIER:  # PostgreSQL would cut it short
+                raise ValueError(f"policy name {policy.name!r} is longer than 63 bytes")
 
 
 def _policies(table: str, rows: str) -> tuple[Policy, ...]:

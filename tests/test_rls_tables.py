@@ -16,7 +16,7 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, create_engine, pool, text
 from sqlalchemy.exc import ProgrammingError
 
-from models.policies import APP_ROLE
+from models.policies import APP_ROLE, Access, own_rows_only
 from tests.checks import check_row_level_security
 from tests.support import PgServer, migrate
 from tests.synthetic import (
@@ -183,3 +183,16 @@ def test_autogenerate_protects_a_new_table_and_fixes_drift(
     check_row_level_security(
         cfg, pg_server, declared_tenant_tables(), tenant_metadata(), role_settings={}
     )
+
+
+def test_a_malformed_declaration_fails_where_it_is_declared() -> None:
+    """A grant that is no privilege, an empty column, or a policy name PostgreSQL would cut
+    short: ValueError at the declaration, in one line."""
+    for grants, policies, why in (
+        (("SELEKT",), (), "expected e.g. 'SELECT'"),
+        (("INSERT (a, )",), (), "an empty column name"),
+        (("SELECT",), own_rows_only("x" * 60), "longer than 63 bytes"),
+    ):
+        with pytest.raises(ValueError, match=why) as failed:
+            Access(policies, grants)
+        assert "\n" not in str(failed.value)
