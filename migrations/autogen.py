@@ -50,6 +50,7 @@ from alembic.util import CommandError
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex
 
+import migrations.rls  # noqa: F401  (registers the row-level security comparator)
 from migrations.enums import (
     OPS_IMPORT,
     AddEnumValue,
