@@ -50,6 +50,7 @@ from alembic.util import CommandError
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex
 
+import migrations.rls  # noqa: F401  (registers the row-level security comparator)
 from migrations.enums import (
     OPS_IMPORT,
     AddEnumValue,
@@ -60,7 +61,7 @@ from migrations.enums import (
 from migrations.ops import not_null_check_name
 
 log = logging.getLogger("models")
-CONVENTION = "README, Daily workflow"
+CONVENTION = "see docs/workflow.md"
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 

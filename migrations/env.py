@@ -30,6 +30,7 @@ from sqlalchemy import Connection, MetaData, create_engine, event, pool
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeDecorator
 
+from migrations.approle import ensure_app_role
 from migrations.dataloss import FLAG, GUARD_OPTION, DataLossRefused
 from migrations.describe import explain_check
 from migrations.lock import MigrationLock, PoolerError
@@ -398,6 +399,7 @@ def run_on(connection: Connection) -> None:
     stop_watching = Progress.watch(connection)
     try:
         configure(s, connection=connection)
+        ensure_app_role(connection)  # a first deploy on a server without it (approle.py)
         for attempt in range(s.migration_lock_retries + 1):
             Progress.revision = None
             try:

@@ -1,7 +1,7 @@
 """The list's page and count, index-served for the app role under row-level security.
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-06 07:00:00+00:00
 
 Written by hand: autogenerate cannot see functions.
@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0012"
-down_revision: str | Sequence[str] | None = "0010"
+down_revision: str | Sequence[str] | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -19,7 +19,8 @@ from sqlalchemy import Connection, Engine, MetaData, create_engine, pool, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeDecorator
 
-import migrations.enums  # noqa: F401  (registers the native enum value comparator)
+# (registering their comparators: native enum values, row-level security)
+from migrations import enums, rls  # noqa: F401
 from migrations.describe import describe_difference, flat_diffs, summary
 from tests.checks.common import (
     SchemaCheckError,
