@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,20 @@ def test_postgres_schemes_map_to_the_driver(scheme: str) -> None:
     assert parse_url(f"{scheme}://u:p@localhost/db").drivername == "postgresql+psycopg2"
 
 
-def test_tls_required_off_box_unless_the_url_says_otherwise() -> None:
-    """A non-local host gets sslmode=require; local hosts and an explicit sslmode are kept."""
-    assert parse_url("postgresql://u:p@ep-x.neon.tech/db").query["sslmode"] == "require"
+def test_tls_authenticates_off_box_unless_the_url_says_otherwise(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A non-local host gets verify-full against the system's roots (a file that exists),
+    Neon channel binding too; a root the URL names is kept; local hosts and an explicit
+    sslmode are left alone."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.postgresql/root.crt
+    monkeypatch.delenv("PGSSLROOTCERT", raising=False)
+    neon = parse_url("postgresql://u:p@ep-x.neon.tech/db").query
+    assert (neon["sslmode"], neon["channel_binding"]) == ("verify-full", "require")
+    assert Path(str(neon["sslrootcert"])).is_file()
+    own = parse_url("postgresql://u:p@db.example.com/db?sslrootcert=/etc/mine.crt").query
+    assert (own["sslmode"], own["sslrootcert"]) == ("verify-full", "/etc/mine.crt")
+    assert "channel_binding" not in own  # libpq's default: prefer
     assert "sslmode" not in parse_url("postgresql://u:p@localhost/db").query
     assert "sslmode" not in parse_url("postgresql://u@/db?host=/tmp").query
     url = parse_url("postgresql://u:p@db.internal/db?sslmode=disable")
@@ -185,3 +197,69 @@ def test_alembic_cli_missing_database(pg_server: PgServer) -> None:
     failed = [line for line in output.splitlines() if line.startswith("FAILED")]
     assert len(failed) == 1 and 'database "nope" does not exist' in failed[0]
     assert "create it, or fix the database name in DATABASE_URL" in failed[0]
+
+
+SETTINGS = (
+    "DB_CONNECT_RETRY_SECONDS",
+    "DB_POOL_RECYCLE_SECONDS",
+    "MIGRATION_LOCK_TIMEOUT_SECONDS",
+    "MIGRATION_STATEMENT_TIMEOUT_SECONDS",
+    "MIGRATION_LOCK_RETRIES",
+    "MIGRATION_RETRY_PAUSE_SECONDS",
+    "MIGRATION_LOCK_WAIT_SECONDS",
+)
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-inf", "1e999", "NaN", "-1", "s3cret"])
+def test_every_setting_refuses_non_finite_numbers_naming_only_the_variable(raw: str) -> None:
+    """nan, inf (nan would lift the bound on the lock wait), negatives and words: one line
+    naming the variable, the value never echoed."""
+    for name in SETTINGS:
+        with pytest.raises(DatabaseError) as bad:
+            Settings.from_env({name: raw})
+        message = str(bad.value)
+        assert message.startswith(f"{name} ") and raw not in message and "\n" not in message
+
+
+def test_malformed_url_parameters_are_one_line_in_the_app_and_the_cli(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """?port=abc: one DatabaseError line from parse_url and the app's get_engine (not
+    SQLAlchemy's ArgumentError at first connect), and one FAILED line from `alembic upgrade`
+    (its CommandError); a lock wait of nan likewise; nothing echoed."""
+    from alembic import command
+    from alembic.util import CommandError
+
+    import models.db
+    from tests.support import alembic_config
+
+    url = "postgresql://u:s3cret@db.example.com/db?port=abc"
+    with pytest.raises(DatabaseError, match="DATABASE_URL has a port that is not a number"):
+        parse_url(url)
+    for env, expected in [
+        ({"DATABASE_URL": url}, "DATABASE_URL has a port that is not a number"),
+        ({"MIGRATION_LOCK_WAIT_SECONDS": "nan"}, "MIGRATION_LOCK_WAIT_SECONDS must be a finite"),
+    ]:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setattr(models.db, "_engine", None)
+        if "DATABASE_URL" in env:
+            with pytest.raises(DatabaseError, match=expected):
+                models.db.get_engine()
+        with pytest.raises(CommandError) as failed:
+            command.upgrade(alembic_config(), "head")
+        message = str(failed.value)
+        assert expected in message and "\n" not in message
+        assert "s3cret" not in message and "abc" not in message
+        for name in env:
+            monkeypatch.delenv(name)
+
+
+def test_a_missing_role_is_not_named(pg_server: PgServer) -> None:
+    """A user that is no role on the server: one line that does not quote it (safe_url masks
+    the user part: in a mistyped URL it may hold part of the password)."""
+    url = replace(pg_server, user="pw-fragment-s3cret").url()
+    with pytest.raises(DatabaseError) as missing:
+        wait_for_database(create_engine(url), retry_seconds=0)
+    assert str(missing.value).startswith("the user in DATABASE_URL is not a role at ")
+    assert "s3cret" not in str(missing.value)
