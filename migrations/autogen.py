@@ -60,7 +60,7 @@ from migrations.enums import (
 from migrations.ops import not_null_check_name
 
 log = logging.getLogger("models")
-CONVENTION = "README, Daily workflow"
+CONVENTION = "see docs/workflow.md"
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
