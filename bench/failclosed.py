@@ -27,7 +27,7 @@ from models import (
     make_engine,
     update_task,
 )
-from models.security import APP_ROLE, bind_user
+from models.security import APP_ROLE, UNSET_USER, bind_user
 from tests.support import PgServer, migrate
 
 ROWS_MAX = 100_000  # enough for a heavy user's full page; the list's scaling is section 4
@@ -121,6 +121,39 @@ def precondition(engine: Engine, sizes: Sizes) -> tuple[list[float], list[float]
         {"blind": blind, "reread": reread, "guarded": guarded}, sizes.query_runs, sizes.warmup
     )
     return series["blind"], series["guarded"]
+
+
+def reset_cost(server: PgServer, dbname: str, runs: int) -> tuple[float, float]:
+    """(p50 extra ms of the unbound reset sent with the statement, p50 extra ms of it as a
+    round trip of its own): `SELECT 1` against `UNSET_USER; SELECT 1` against
+    set_config + `SELECT 1`, taking turns on one connection of the app role, no pool and no
+    ORM in between (what the end-to-end rows above cannot resolve on a busy machine)."""
+    app = replace(server, user=APP_ROLE, password=None)
+    engine = create_engine(app.url(dbname), poolclass=pool.NullPool)
+    conn = engine.raw_connection()  # psycopg2, the app's driver
+    plain: list[float] = []
+    merged: list[float] = []
+    separate: list[float] = []
+    try:
+        cur = conn.cursor()
+        for i in range(runs):
+            for sink, statements in (
+                (plain, ["SELECT 1"]),
+                (merged, [UNSET_USER + "SELECT 1"]),
+                (separate, [UNSET_USER, "SELECT 1"]),
+            ):
+                start = time.perf_counter()
+                for statement in statements:
+                    cur.execute(statement)
+                cur.fetchall()
+                sink.append(time.perf_counter() - start)
+            if i % 100 == 99:
+                conn.rollback()
+    finally:
+        conn.close()
+        engine.dispose()
+    base = median(plain)
+    return (median(merged) - base) * 1000, (median(separate) - base) * 1000
 
 
 def side_channels(server: PgServer, dbname: str) -> list[str]:
@@ -217,6 +250,13 @@ def run(server: PgServer, sizes: Sizes) -> Table:
                         f"{(median(after) - median(before)) * 1000:+.3f} ms",
                     ]
                 )
+            merged, separate = reset_cost(server, name, max(sizes.query_runs * 20, 50))
+            table.notes.append(
+                f"- The unbound reset alone (`set_config('app.user_id', '', true)`), on one "
+                f"connection, {max(sizes.query_runs * 20, 50):,} turns: **+{merged:.4f} ms** "
+                f"at p50 sent in front of the transaction's first statement (what the app "
+                f"does: one round trip), +{separate:.4f} ms as a round trip of its own."
+            )
             blind, guarded = precondition(engines[AFTER], sizes)
             table.notes.append(
                 f"- `update_task` with `expected_updated_at` (one guarded UPDATE in a CTE) vs "

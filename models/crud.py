@@ -103,12 +103,12 @@ def _task(row: Any) -> Task:
     return Task.model_validate(dict(row))
 
 
-def _write(session: Session, stmt: Any) -> Any:
+def _write(session: Session, stmt: Any, params: dict[str, Any] | None = None) -> Any:
     """Run one writing statement and commit; a broken rule becomes InvalidArgument, any
     other integrity error one line naming the constraint, never the SQL or a value (the
     driver's text quotes the failing row, another user's included)."""
     try:
-        row = session.execute(stmt).mappings().first()
+        row = session.execute(stmt, params).mappings().first()
         session.commit()
     except IntegrityError as exc:
         session.rollback()
@@ -159,6 +159,26 @@ def _seen(value: object) -> datetime:
         raise invalid(exc, ("expected_updated_at",)) from None
 
 
+@functools.lru_cache(maxsize=256)
+def _guarded_update(keys: tuple[str, ...]) -> Any:
+    """The update of these columns with a precondition, one statement: the row is updated
+    if it is as the client saw it (updated_at = :seen), and the EXISTS (from the statement's
+    snapshot) tells "changed" from "gone". Built once per set of columns (building it costs
+    ~0.5 ms of Python); parameters task_id, owner, seen and new_<column>."""
+    c = TASKS.c
+    mine = [c.id == sa.bindparam("task_id"), c.user_id == sa.bindparam("owner")]
+    changed = (
+        sa.update(TASKS)
+        .where(*mine, c.updated_at == sa.bindparam("seen", type_=c.updated_at.type))
+        .values({key: sa.bindparam(f"new_{key}", type_=c[key].type) for key in keys})
+        .returning(*c)
+        .cte("changed")
+    )
+    one = sa.select(sa.literal(1).label("one")).subquery("one")
+    present = sa.exists().where(*mine).label("present")
+    return sa.select(*changed.c, present).select_from(one.outerjoin(changed, sa.true()))
+
+
 def _change(
     session: Session,
     user_id: str,
@@ -176,18 +196,13 @@ def _change(
         if task is not None and seen is not None and task.updated_at != seen:
             raise Conflict(f"task {task_id} changed since {seen.isoformat()}: read it again")
         return task
-    update = sa.update(TASKS).where(*where).values(**values).returning(*TASKS.c)
     if seen is None:
+        update = sa.update(TASKS).where(*where).values(**values).returning(*TASKS.c)
         row = _write(session, update)
         return None if row is None else _task(row)
-    # One statement: the update if the row is as the client saw it, and whether the task
-    # exists at all (from the statement's snapshot), to tell "changed" from "gone".
-    changed = update.where(TASKS.c.updated_at == seen).cte("changed")
-    one = sa.select(sa.literal(1).label("one")).subquery("one")
-    stmt = sa.select(*changed.c, sa.exists().where(*where).label("present")).select_from(
-        one.outerjoin(changed, sa.true())
-    )
-    row = _write(session, stmt)
+    params = {f"new_{key}": value for key, value in values.items()}
+    params.update(task_id=task_id, owner=owner(user_id), seen=seen)
+    row = _write(session, _guarded_update(tuple(sorted(values))), params)
     if row["id"] is None:
         if row["present"]:
             raise Conflict(f"task {task_id} changed since {seen.isoformat()}: read it again")

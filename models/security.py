@@ -215,15 +215,34 @@ def watch_transactions(engine: Engine) -> None:
 
     The `begin` event only marks the connection; a bound session's `after_begin` sets its
     user and clears the mark (one statement per transaction either way); otherwise the
-    first statement sets '' first. A transaction without statements costs nothing.
+    first statement is sent as `UNSET_USER; <statement>` in the same round trip (psycopg2
+    sends one simple query; the cursor holds the last statement's result). A transaction
+    without statements costs nothing.
     """
     event.listen(engine, "begin", unset_user_later)
-    event.listen(engine, "before_cursor_execute", _before_statement)
+    event.listen(engine, "before_cursor_execute", _before_statement, retval=True)
 
 
-def _before_statement(conn: Connection, *_: object) -> None:
-    if _PENDING in conn.info:
+# Constant, no parameter and no '%': safe in front of any statement, with or without
+# parameters.
+UNSET_USER = f"SELECT set_config('{USER_SETTING}', '', true); "
+
+
+def _before_statement(
+    conn: Connection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: Any,
+    executemany: bool,
+) -> tuple[str, Any]:
+    if _PENDING not in conn.info:
+        return statement, parameters
+    if executemany or getattr(cursor, "name", None):  # a batch, or a server-side cursor
         set_user(conn, "")
+        return statement, parameters
+    del conn.info[_PENDING]
+    return UNSET_USER + statement, parameters
 
 
 @event.listens_for(OrmSession, "after_begin")

@@ -127,5 +127,5 @@ def test_failclosed_benchmark_times_the_app_with_and_without_the_per_transaction
         "list_tasks, bound session (get_user_session)",
     ]
     assert len(table.rows) == 6 and all(row[-1].endswith(" ms") for row in table.rows)
-    assert "expected_updated_at" in table.notes[0]
+    assert "unbound reset" in table.notes[0] and "expected_updated_at" in table.notes[1]
     assert any("$1" in note for note in table.notes)  # psycopg 3 binds on the server
