@@ -276,6 +276,9 @@ t AS (
       AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 )
 SELECT r.rolname, r.rolsuper, r.rolbypassrls,
+    ARRAY(SELECT format('%I', m.rolname) FROM pg_roles m WHERE m.oid <> r.oid
+            AND (m.rolsuper OR m.rolbypassrls) AND pg_has_role(r.oid, m.oid, 'MEMBER')
+          ORDER BY 1),
     ARRAY(SELECT t.name FROM t WHERE t.rls AND t.relowner = r.oid ORDER BY 1),
     ARRAY(SELECT t.name FROM t WHERE t.rls AND t.relowner <> r.oid
             AND pg_has_role(r.oid, t.relowner, 'MEMBER') ORDER BY 1),
@@ -294,7 +297,7 @@ def why_unrestricted(dbapi_connection: Any) -> tuple[str, str | None]:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(_ROLE_CHECK)
-        role, superuser, bypass, owned, member, open_, truncate = cursor.fetchone()
+        role, superuser, bypass, privileged, owned, member, open_, truncate = cursor.fetchone()
     finally:
         cursor.close()
     dbapi_connection.rollback()  # the check leaves no transaction open
@@ -306,6 +309,8 @@ def why_unrestricted(dbapi_connection: Any) -> tuple[str, str | None]:
         return role, "it is a superuser"
     if bypass:
         return role, "it has BYPASSRLS"
+    if privileged:
+        return role, f"it can SET ROLE to {names(privileged)}, a superuser or BYPASSRLS role"
     if owned:
         return role, f"it owns {names(owned)}"
     if member:

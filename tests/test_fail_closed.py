@@ -78,34 +78,40 @@ def refusal(url: URL, **options: Any) -> str:
 def test_the_app_engine_refuses_roles_row_level_security_cannot_restrict(
     pg_server: PgServer, fc_db: str, admin: Engine
 ) -> None:
-    """The owner's URL (here a superuser), a member of the owner role, a BYPASSRLS role, a
-    non-superuser owner: each refused in one line naming the role; the app role is not."""
-    member, bypass, owner = (f"fc_{kind}_{id(fc_db)}" for kind in ("member", "bypass", "owner"))
+    """The owner's URL (a superuser here, a plain role on Neon), a member of the owner role,
+    a BYPASSRLS role, a member of a superuser: each refused in one line naming the role;
+    the app role is not."""
+    roles = {kind: f"fc_{kind}_{id(fc_db)}" for kind in ("owner", "member", "bypass", "super")}
     with admin.connect() as conn:
-        for role in (member, bypass, owner):
+        for role in roles.values():
             create_app_role(conn, role)
-        conn.exec_driver_sql(f'GRANT "{pg_server.user}" TO "{member}"')
-        conn.exec_driver_sql(f'ALTER ROLE "{bypass}" BYPASSRLS')
+        conn.exec_driver_sql(f'GRANT "{roles["owner"]}" TO "{roles["member"]}"')
+        conn.exec_driver_sql(f'ALTER ROLE "{roles["bypass"]}" BYPASSRLS')
+        conn.exec_driver_sql(f'GRANT "{pg_server.user}" TO "{roles["super"]}"')
     try:
         assert "role postgres at" in refusal(pg_server.url(fc_db))
         assert "it is a superuser" in refusal(pg_server.url(fc_db))
-        found = refusal(as_role(pg_server, fc_db, member))
-        assert f"role {member} at" in found and "member of the owner of tasks" in found
-        assert f"role {bypass} at" in refusal(as_role(pg_server, fc_db, bypass))
+        found = refusal(as_role(pg_server, fc_db, roles["bypass"]))
+        assert f"role {roles['bypass']} at" in found and "it has BYPASSRLS" in found
+        found = refusal(as_role(pg_server, fc_db, roles["super"]))
+        assert "it can SET ROLE to postgres, a superuser or BYPASSRLS role" in found
         with pg_server.database("owned", template=fc_db) as copy:
             owned = create_engine(pg_server.url(copy), poolclass=pool.NullPool)
             with owned.begin() as conn:
-                conn.exec_driver_sql(f'ALTER TABLE tasks OWNER TO "{owner}"')
+                conn.exec_driver_sql(f'ALTER TABLE tasks OWNER TO "{roles["owner"]}"')
             owned.dispose()
-            found = refusal(as_role(pg_server, copy, owner))
-            assert f"role {owner} at" in found and "it owns" in found
+            found = refusal(as_role(pg_server, copy, roles["owner"]))
+            assert f"role {roles['owner']} at" in found and "it owns tasks" in found
+            found = refusal(as_role(pg_server, copy, roles["member"]))
+            assert f"role {roles['member']} at" in found
+            assert "it is a member of the owner of tasks" in found
         app = make_engine(as_role(pg_server, fc_db), Settings())
         with app.connect() as conn:
             assert conn.execute(text("SELECT current_user")).scalar_one() == APP_ROLE
         app.dispose()
     finally:
         with admin.connect() as conn:
-            for role in (member, bypass, owner):
+            for role in roles.values():
                 conn.exec_driver_sql(f'DROP ROLE "{role}"')
 
 
