@@ -316,7 +316,7 @@ def run(server: PgServer, sizes: Sizes) -> list[Table]:
         app = make_engine(replace(server, user=APP_ROLE, password=None).url(name), Settings())
         planner = plan_engine(server, name)
         # 8e counts statements, not time: as the owner, where v1.0's unbound ORM writes run.
-        owner = make_engine(url, Settings())
+        owner = make_engine(url, Settings(), admin=True)
         try:
             tables = [
                 Table(

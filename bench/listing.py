@@ -174,8 +174,8 @@ def measure_size(
                 use_indexes(server.dsn(name), built[revision])
             ssd = {"connect_args": {"options": "-c random_page_cost=1.1"}}
             tuned = ssd if revision == SSD else {}
-            app = make_engine(app_url, Settings(), **tuned)
-            owner = make_engine(url, Settings(), **tuned)
+            app = make_engine(app_url, Settings(), admin=False, **tuned)
+            owner = make_engine(url, Settings(), admin=True, **tuned)  # the reference
             try:
                 for case in cases:
                     results[case, revision] = measure(app, owner, case, sizes)

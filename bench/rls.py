@@ -234,7 +234,7 @@ def run(server: PgServer, sizes: Sizes) -> list[Table]:
         load_tasks(server.dsn(name), rows, sizes.users, v11=True)
         migrate(server.url(name))
         allow_auto_explain(server)
-        owner = make_engine(server.url(name), Settings())
+        owner = make_engine(server.url(name), Settings(), admin=True)  # the reference
         app = make_engine(replace(server, user=APP_ROLE, password=None).url(name), Settings())
         planner = plan_engine(server, name)
         try:

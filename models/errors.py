@@ -41,3 +41,11 @@ class NothingToUpdate(InvalidArgument):
 
     def __init__(self) -> None:
         super().__init__([{"loc": ["body"], "msg": self.MESSAGE, "type": "no_fields"}])
+
+
+class Conflict(RuntimeError):
+    """An update's precondition failed: the task changed (its updated_at moved) since the
+    client read it. An HTTP API answers 412 Precondition Failed (If-Match) or 409; the
+    client reads the task again, applies its change, and retries."""
+
+    status_code = 412
