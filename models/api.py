@@ -5,8 +5,8 @@ Optional (`pip install 'todo-schema[api]'`): only this module imports FastAPI.
     from models import api
 
     app = FastAPI()
-    api.install(app)  # InvalidArgument -> 422 (400 for an empty update), DatabaseError -> 503,
-                      # request validation -> 422 that never echoes the input
+    api.install(app)  # InvalidArgument -> 422 (400 for an empty update), Conflict -> 412,
+                      # DatabaseError -> 503, request validation -> 422 that never echoes
     UserSession = Annotated[Session, Depends(api.user_session(current_user))]
 
 `current_user` is your auth dependency: it returns the id of the user the request is
@@ -25,7 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlmodel import Session
 
-from models.errors import DatabaseError, InvalidArgument
+from models.errors import Conflict, DatabaseError, InvalidArgument
 from models.security import get_user_session
 
 log = logging.getLogger("models")
@@ -80,6 +80,13 @@ def request_validation(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": safe_errors(exc.errors())})
 
 
+def conflict(request: Request, exc: Exception) -> JSONResponse:
+    """Conflict (an update's expected_updated_at is stale): 412 with its one line; the
+    client reads the task again and retries."""
+    assert isinstance(exc, Conflict)
+    return JSONResponse(status_code=exc.status_code, content={"detail": str(exc)})
+
+
 def database_error(request: Request, exc: Exception) -> JSONResponse:
     """DatabaseError (unreachable, lost connection, pool exhausted): 503 with one line; the
     error's own line (where, what to check) goes to the log, not to the client."""
@@ -95,4 +102,5 @@ def install(app: FastAPI) -> None:
     """Install the data layer's exception handlers on app."""
     app.add_exception_handler(InvalidArgument, invalid_argument)
     app.add_exception_handler(RequestValidationError, request_validation)
+    app.add_exception_handler(Conflict, conflict)
     app.add_exception_handler(DatabaseError, database_error)

@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from models import DatabaseError, api
+from models import Conflict, DatabaseError, api
 from models.db import get_engine
 from models.security import APP_ROLE
 from tests.client_app import app, token
@@ -191,9 +191,11 @@ def test_hostile_bodies_are_422_that_echo_nothing(client: TestClient, body: str)
     assert "NaN" not in answer.text and "Infinity" not in answer.text
 
 
-def test_a_database_error_is_a_503_of_one_line(caplog: pytest.LogCaptureFixture) -> None:
-    """models.api's DatabaseError handler: 503 with Retry-After and a fixed line; the error's
-    own line (where the database is) goes to the log only."""
+def test_a_database_error_is_a_503_of_one_line_and_a_conflict_a_412(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """models.api's handlers: DatabaseError is a 503 with Retry-After and a fixed line (the
+    error's own line, where the database is, goes to the log only); Conflict a 412."""
     tiny = FastAPI()
     api.install(tiny)
 
@@ -201,11 +203,16 @@ def test_a_database_error_is_a_503_of_one_line(caplog: pytest.LogCaptureFixture)
     def down() -> None:
         raise DatabaseError("cannot reach PostgreSQL at postgresql://***@db.internal/todo")
 
+    @tiny.get("/stale")
+    def stale() -> None:
+        raise Conflict("task 7 changed since 2026-01-01T00:00:00+00:00: read it again")
+
     with TestClient(tiny) as c:
-        answer = c.get("/down")
+        answer, conflict = c.get("/down"), c.get("/stale")
     assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
     assert answer.json() == {"detail": api.UNAVAILABLE}
     assert "db.internal" in caplog.text and "db.internal" not in answer.text
+    assert conflict.status_code == 412 and "read it again" in conflict.json()["detail"]
 
 
 def test_patch_racing_delete_is_200_or_404(client: TestClient) -> None:
