@@ -126,24 +126,29 @@ class TaskPage(BaseModel):
     next_cursor: str | None = None
 
 
-# The page's rows, read by id through the policies, in the order tasks_page_ids gives.
-_PAGE = sa.text(
-    "SELECT "
-    + ", ".join(f"t.{c.name}" for c in TASKS.c)
-    + """ FROM unnest(ARRAY(SELECT tasks_page_ids(
+# The page's rows, read by id through the policies, in the order tasks_page_ids gives;
+# with the count, in the same statement (one round trip: a row of NULLs when the page is
+# empty, so the count always comes back).
+_COLUMNS = ", ".join(f"t.{c.name}" for c in TASKS.c)
+_PAGE_IDS = """unnest(ARRAY(SELECT tasks_page_ids(
         sort_by => :sort_by, descending => :descending, page_size => :page_size,
         after_id => :after_id, after_time => :after_time,
         after_priority => CAST(:after_priority AS task_priority), after_title => :after_title,
         is_complete => :is_complete, with_priority => CAST(:priority AS task_priority),
         any_tags => CAST(:tags AS text[]), search => :search,
-        due_after => :due_after, due_before => :due_before))) WITH ORDINALITY AS page(id, n)
-    JOIN tasks t ON t.id = page.id WHERE t.user_id = :user_id ORDER BY page.n"""
-).columns(*TASKS.c)
-_COUNT = sa.text(
-    """SELECT tasks_count(is_complete => :is_complete,
+        due_after => :due_after, due_before => :due_before))) WITH ORDINALITY AS page(id, n)"""
+_COUNT = """tasks_count(is_complete => :is_complete,
         with_priority => CAST(:priority AS task_priority), any_tags => CAST(:tags AS text[]),
         search => :search, due_after => :due_after, due_before => :due_before)"""
-)
+_PAGE = sa.text(
+    f"SELECT {_COLUMNS} FROM {_PAGE_IDS} JOIN tasks t ON t.id = page.id "
+    "WHERE t.user_id = :user_id ORDER BY page.n"
+).columns(*TASKS.c)
+_PAGE_AND_COUNT = sa.text(
+    f"SELECT {_COLUMNS}, total.n AS total FROM (SELECT {_COUNT} AS n) AS total "
+    f"LEFT JOIN ({_PAGE_IDS} JOIN tasks t ON t.id = page.id AND t.user_id = :user_id) "
+    "ON true ORDER BY page.n"
+).columns(*TASKS.c, sa.column("total", sa.BigInteger))
 
 
 @functools.cache
@@ -219,9 +224,9 @@ def list_tasks(
             raise InvalidArgument.of("cursor", BAD_CURSOR) from None
     key, after_id = after
     filters = _filters(query)
-    rows = (
+    found = (
         session.execute(
-            _PAGE,
+            _PAGE_AND_COUNT if with_count else _PAGE,
             {
                 "user_id": user_id,
                 "sort_by": query.sort_by,
@@ -237,13 +242,14 @@ def list_tasks(
         .mappings()
         .all()
     )
+    count = found[0]["total"] if with_count else None
+    rows = [row for row in found if row["id"] is not None]  # with the count: none if empty
     has_next = len(rows) > query.limit
     rows = rows[: query.limit]
     next_cursor = None
     if has_next:
         last = rows[-1]
         next_cursor = seal(secret, context, last[query.sort_by], last["id"])
-    count = session.execute(_COUNT, filters).scalar_one() if with_count else None
     return TaskPage(
         tasks=[TaskRead.model_validate(dict(r)) for r in rows],
         count=count,
