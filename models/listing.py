@@ -145,7 +145,8 @@ _PAGE = sa.text(
     "WHERE t.user_id = :user_id ORDER BY page.n"
 ).columns(*TASKS.c)
 _PAGE_AND_COUNT = sa.text(
-    f"SELECT {_COLUMNS}, total.n AS total FROM (SELECT {_COUNT} AS n) AS total "
+    f"WITH total AS MATERIALIZED (SELECT {_COUNT} AS n) "  # counted once, not once a row
+    f"SELECT {_COLUMNS}, total.n AS total FROM total "
     f"LEFT JOIN ({_PAGE_IDS} JOIN tasks t ON t.id = page.id AND t.user_id = :user_id) "
     "ON true ORDER BY page.n"
 ).columns(*TASKS.c, sa.column("total", sa.BigInteger))
