@@ -18,7 +18,16 @@ from bench.data import FILL, load_tasks, share, user_id
 from bench.harness import Sizes, median, ms
 from bench.listing import captured
 from bench.online import under_load
-from bench.plans import allow_auto_explain, nested_plans, plan_engine, rows_read, shape
+from bench.plans import (
+    allow_auto_explain,
+    explain_all,
+    nested_plans,
+    page_plan,
+    plan_engine,
+    rows_read,
+    shape,
+    touches_tasks,
+)
 from bench.report import Table
 from models import (
     Settings,
@@ -100,36 +109,31 @@ def fill(dsn: str) -> None:
 SET_USER = "SELECT set_config('app.user_id', %(user)s, true)"
 
 
-def explain(engine: Engine, statement: str, params: Any, runs: int) -> float:
-    """The median server time (s: planning + execution, the definer function's own query
-    included) of statement as engine's role, for the heaviest owner."""
-    times = []
-    with engine.connect() as conn:
-        for _ in range(runs):
-            conn.exec_driver_sql(SET_USER, {"user": HEAVY})
-            found = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", params)
-            plan = found.scalar_one()[0]
-            times.append((plan["Planning Time"] + plan["Execution Time"]) / 1000)
-            conn.rollback()
-    return median(times)
-
-
-def sent(engine: Engine, call: Callable[[], object], marker: str) -> tuple[str, Any]:
-    """The statement (and parameters) call() sends on engine that holds marker."""
-    with captured(engine) as statements:
+def statements(engine: Engine, call: Callable[[], object]) -> list[tuple[str, Any]]:
+    """The list's statements (page, count) that call() sends on engine."""
+    with captured(engine) as sent:
         call()
-    return next(s for s in statements if marker in s[0])
+    return [(sql, params) for sql, params in sent if touches_tasks(sql)]
 
 
-def inner(planner: Engine, arguments: dict[str, Any], marker: str) -> dict[str, Any]:
-    """The plan of the query holding marker that list_tasks ran (nested in a definer
-    function), as the app role, by auto_explain."""
+def server(engine: Engine, call: Callable[[], object], runs: int) -> float:
+    """The median server time (s: planning + execution, a definer function's own query
+    included) of the statements call() sends, as engine's role, for the heaviest owner."""
+    return explain_all(engine, HEAVY, statements(engine, call), runs)[0]
+
+
+def inner(planner: Engine, arguments: dict[str, Any], count: bool = False) -> dict[str, Any]:
+    """The plan of the page (or the count) query that list_tasks ran, nested in a definer
+    function or not, as the app role, by auto_explain."""
 
     def call() -> None:
         with Session(planner) as session:
             list_tasks(session, HEAVY, **arguments)
 
-    return next(p.root for p in nested_plans(planner, call) if marker in p.query)
+    plans = nested_plans(planner, call)
+    if count:
+        return next(p.root for p in plans if "SELECT count(*)" in p.query)
+    return page_plan(plans)
 
 
 def timed(call: Callable[[], object], runs: int) -> float:
@@ -155,12 +159,12 @@ def variants(app: Engine, planner: Engine, runs: int) -> list[list[str]]:
                         list_tasks(session, HEAVY, **args)
 
                 call()
-                server = explain(app, *sent(app, call, "tasks_page_ids"), runs)
-                root = inner(planner, args, "FROM public.tasks")
+                at_server = server(app, call, runs)
+                root = inner(planner, args)
                 result.append(
                     [
                         *(sort_by, order, label, shape(root), f"{rows_read(root):,}"),
-                        *(ms(server), ms(timed(call, runs))),
+                        *(ms(at_server), ms(timed(call, runs))),
                     ]
                 )
     return result
@@ -180,9 +184,9 @@ def count_and_search(app: Engine, planner: Engine, runs: int) -> list[list[str]]
             with Session(app) as session:
                 list_tasks(session, HEAVY, **args)
 
-        server = explain(app, *sent(app, count, "tasks_count"), runs)
-        root = inner(planner, args, "SELECT count(*)")
-        rows.append([label, shape(root), ms(server), ""])
+        at_server = server(app, count, runs)
+        root = inner(planner, args, count=True)
+        rows.append([label, shape(root), ms(at_server), ""])
 
     def search() -> None:
         with Session(app) as session:
@@ -219,7 +223,7 @@ def keyset_vs_offset(app: Engine, runs: int) -> list[list[str]]:
             found = list_tasks(session, HEAVY, limit=50, cursor=cursor)
             first[:] = [found.tasks[0].id]
 
-    keyset = explain(app, *sent(app, page, "tasks_page_ids"), runs)
+    keyset = server(app, page, runs)
     sql = (
         "SELECT * FROM tasks WHERE user_id = %(u)s ORDER BY created_at DESC, id DESC "
         "LIMIT 50 OFFSET %(o)s"
@@ -229,7 +233,7 @@ def keyset_vs_offset(app: Engine, runs: int) -> list[list[str]]:
         same = conn.exec_driver_sql(sql, {"u": HEAVY, "o": offset}).first()
         conn.rollback()
     assert same is not None and [same.id] == first, "keyset and OFFSET disagree"
-    by_offset = explain(app, sql, {"u": HEAVY, "o": offset}, runs)
+    by_offset = explain_all(app, HEAVY, [(sql, {"u": HEAVY, "o": offset})], runs)[0]
     return [
         [f"keyset (cursor), page {offset // 50 + 1:,}", "list_tasks", ms(keyset)],
         [f"OFFSET {offset:,}", "one statement under the policies", ms(by_offset)],
@@ -334,11 +338,12 @@ def run(server: PgServer, sizes: Sizes) -> list[Table]:
                     f"Owner rank 1 (~{round(rows * share(1, sizes.users)):,} tasks) of "
                     f"{rows:,}, v1.1 columns filled before 0009 (FILL in bench/data.py); "
                     f"page of 50, no count, as `{APP_ROLE}` through the policies. Plan: the "
-                    "page query that `tasks_page_ids` ran (auto_explain), rows read = rows "
-                    "its scans returned or filtered out; server = median EXPLAIN ANALYZE "
-                    "Planning + Execution Time of the statement list_tasks sent (the "
-                    f"function's query included, {runs} runs); call = list_tasks wall time "
-                    "through the app's engine. Goal: a bounded plan, server p50 <= 1 ms.",
+                    "page query list_tasks ran (auto_explain; inside `tasks_page_ids` for a "
+                    "search, tags or the priority sort's keyset), rows read = rows its scans "
+                    "returned or filtered out; server = median EXPLAIN ANALYZE Planning + "
+                    "Execution Time of the statements list_tasks sent (a definer function's "
+                    f"query included, {runs} runs); call = list_tasks wall time through the "
+                    "app's engine. Goal: a bounded plan, server p50 <= 1 ms.",
                     [
                         *("sort", "order", "filter", "plan", "rows read"),
                         *("server p50 ms", "call p50 ms"),

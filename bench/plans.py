@@ -16,8 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, pool
+from sqlalchemy import Engine, create_engine, event, pool, text
 
+from bench.harness import median
 from models.security import APP_ROLE
 from tests.support import PgServer
 
@@ -131,3 +132,38 @@ def rows_read(root: dict[str, Any]) -> int:
             total += int(kept + node.get("Rows Removed by Filter", 0))
             total += int(node.get("Rows Removed by Index Recheck", 0))
     return total
+
+
+def page_plan(plans: list[Plan]) -> dict[str, Any]:
+    """The plan of the list's page query among a call's plans: the one tasks_page_ids ran,
+    or, for a list read through the policies directly, the statement itself (its first
+    range, for the due date's two)."""
+    return next(p.root for p in plans if "FROM public.tasks" in p.query or "FROM tasks " in p.query)
+
+
+def touches_tasks(sql: str) -> bool:
+    """A statement of the list (the page, its count, the definer functions), not set_config."""
+    return "tasks" in sql and "set_config" not in sql
+
+
+def explain_all(
+    engine: Engine, user: str, statements: list[tuple[str, Any]], runs: int
+) -> tuple[float, dict[str, Any]]:
+    """(median server seconds of all the statements together, planning and execution, the
+    first one's plan) as engine's role, user set in each transaction (the owner ignores it:
+    no policy restricts the owner). Planning counts: a definer function plans its query
+    inside its execution. Statements as the driver takes them (captured, or %(name)s)."""
+    times: list[float] = []
+    root: dict[str, Any] = {}
+    for _ in range(runs):
+        total = 0.0
+        with engine.connect() as conn:
+            conn.execute(text("SELECT set_config('app.user_id', :u, true)"), {"u": user})
+            for i, (sql, params) in enumerate(statements):
+                found = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params)
+                plan = found.scalar_one()[0]
+                total += (plan["Planning Time"] + plan["Execution Time"]) / 1000
+                root = plan["Plan"] if i == 0 else root
+            conn.rollback()
+        times.append(total)
+    return median(times), root

@@ -1,14 +1,16 @@
 """The list of a user's tasks (SPEC "The list, v1.1"): filters, sorts, keyset pages, count.
 
-The app role reads through the row-level security policies, and under them PostgreSQL
-uses only LEAKPROOF operators as index conditions: not ILIKE (search), && (tags) nor
-the enum comparisons (priority). So the page's ids come from `tasks_page_ids(...)`, a
-SECURITY DEFINER function of revision 0012 that runs the list's query as the table's
-owner, for the transaction's user only, each variant one index range (or the trigram /
-tags GIN index) read until the page is full; the rows themselves are then read by id
-through the policies. The count, asked for explicitly, comes from `tasks_count(...)`.
-Pages are keyset pages: the opaque cursor (models/cursor.py) holds the last row's sort
-key and id, so page 1000 costs what page 1 costs.
+Every page is one index range of the user's rows in the order asked for, read until the
+page is full, as the app role through the row-level security policies. Under them
+PostgreSQL uses only LEAKPROOF operators as index conditions: timestamps, text, ids and
+booleans are; ILIKE (search), && (tags) and the enum comparisons (priority) are not. So
+a page whose index condition needs one of those gets its ids from `tasks_page_ids(...)`,
+a SECURITY DEFINER function of revision 0012 that runs the same query as the table's
+owner for the transaction's user only, and reads the rows by id through the policies;
+every other page is read through the policies directly (_direct). The count, asked for
+explicitly, comes from `tasks_count(...)`. Pages are keyset pages: the opaque cursor
+(models/cursor.py) holds the last row's sort key and id, so page 1000 costs what page 1
+costs.
 """
 
 from __future__ import annotations
@@ -140,6 +142,7 @@ _PAGE_IDS = """unnest(ARRAY(SELECT tasks_page_ids(
 _COUNT = """tasks_count(is_complete => :is_complete,
         with_priority => CAST(:priority AS task_priority), any_tags => CAST(:tags AS text[]),
         search => :search, due_after => :due_after, due_before => :due_before)"""
+_COUNT_ONLY = sa.text(f"SELECT {_COUNT}")
 _PAGE = sa.text(
     f"SELECT {_COLUMNS} FROM {_PAGE_IDS} JOIN tasks t ON t.id = page.id "
     "WHERE t.user_id = :user_id ORDER BY page.n"
@@ -184,6 +187,57 @@ def _filters(query: ListQuery) -> dict[str, Any]:
     }
 
 
+def _needs_definer(query: ListQuery, after_id: int | None) -> bool:
+    """Whether the page needs an index condition the policies forbid: ILIKE (search), &&
+    (tags), the task_priority comparisons (the priority sort's keyset, or its filter with
+    that sort). Every other list is one index range the policies allow as it is."""
+    by_priority = query.sort_by == "priority" and (after_id is not None or bool(query.priority))
+    return query.search is not None or bool(query.tags) or by_priority
+
+
+def _direct(
+    session: Session, user_id: str, query: ListQuery, after: tuple[Any, int | None], n: int
+) -> list[Any]:
+    """Up to n rows of the page, read through the policies as one index range in the order
+    asked for (two for the due date: the dated rows, then the undated ones), after the
+    cursor's (key, id). Only for lists whose index conditions are LEAKPROOF: timestamps,
+    text, ids, booleans (see _needs_definer); tasks_page_ids does the same for the others."""
+    c, (key, after_id) = TASKS.c, after
+    where: list[Any] = [c.user_id == user_id]
+    if query.status != "all":
+        where.append(c.complete.is_(query.status == "completed"))
+    if query.priority is not None:
+        where.append(c.priority == query.priority)
+    if query.due_before is not None:
+        where.append(c.due_date < query.due_before)
+    if query.due_after is not None:
+        where.append(c.due_date >= query.due_after)
+    column, desc = c[query.sort_by], query.sort_order == "desc"
+
+    def page(extra: list[Any], order: Any, past: Any, limit: int) -> list[Any]:
+        stmt = sa.select(*c).where(*where, *extra)
+        if past is not None:
+            stmt = stmt.where(past)
+        ordered = [order.desc(), c.id.desc()] if desc else [order.asc(), c.id.asc()]
+        return list(session.execute(stmt.order_by(*ordered).limit(limit)).mappings())
+
+    past = None
+    if after_id is not None and key is not None:
+        pair, bound = sa.tuple_(column, c.id), sa.tuple_(sa.literal(key, column.type), after_id)
+        past = pair < bound if desc else pair > bound
+    if query.sort_by != "due_date":
+        return page([], column, past, n)
+    rows: list[Any] = []
+    if after_id is None or key is not None:
+        rows = page([column.is_not(None)], column, past, n)
+    if len(rows) < n:
+        undated_past = None
+        if after_id is not None and key is None:
+            undated_past = c.id < after_id if desc else c.id > after_id
+        rows += page([column.is_(None)], c.id, undated_past, n - len(rows))
+    return rows
+
+
 @for_owner
 def list_tasks(
     session: Session,
@@ -225,26 +279,32 @@ def list_tasks(
             raise InvalidArgument.of("cursor", BAD_CURSOR) from None
     key, after_id = after
     filters = _filters(query)
-    found = (
-        session.execute(
-            _PAGE_AND_COUNT if with_count else _PAGE,
-            {
-                "user_id": user_id,
-                "sort_by": query.sort_by,
-                "descending": query.sort_order == "desc",
-                "page_size": query.limit + 1,
-                "after_id": after_id,
-                "after_time": key if query.sort_by in ("created_at", "due_date") else None,
-                "after_priority": key.value if isinstance(key, Priority) else None,
-                "after_title": key if query.sort_by == "title" else None,
-                **filters,
-            },
+    count = None
+    if _needs_definer(query, after_id):
+        found = (
+            session.execute(
+                _PAGE_AND_COUNT if with_count else _PAGE,
+                {
+                    "user_id": user_id,
+                    "sort_by": query.sort_by,
+                    "descending": query.sort_order == "desc",
+                    "page_size": query.limit + 1,
+                    "after_id": after_id,
+                    "after_time": key if query.sort_by in ("created_at", "due_date") else None,
+                    "after_priority": key.value if isinstance(key, Priority) else None,
+                    "after_title": key if query.sort_by == "title" else None,
+                    **filters,
+                },
+            )
+            .mappings()
+            .all()
         )
-        .mappings()
-        .all()
-    )
-    count = found[0]["total"] if with_count else None
-    rows = [row for row in found if row["id"] is not None]  # with the count: none if empty
+        count = found[0]["total"] if with_count else None
+        rows = [row for row in found if row["id"] is not None]  # with the count: none if empty
+    else:
+        rows = _direct(session, user_id, query, after, query.limit + 1)
+        if with_count:
+            count = session.execute(_COUNT_ONLY, filters).scalar_one()
     has_next = len(rows) > query.limit
     rows = rows[: query.limit]
     next_cursor = None

@@ -129,6 +129,41 @@ def test_keyset_pages_follow_every_sort(
     assert seen == expected(tasks, sort_by, order)
 
 
+def test_the_definer_path_gives_the_same_pages(
+    session: Session, tasks: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lists read through the policies directly give, page for page, what
+    tasks_page_ids gives for them: every sort, order, and the filters the direct read serves."""
+    from models import listing
+
+    direct_reads: list[int] = []
+    real = listing._direct
+
+    def counted(*args: Any) -> list[Any]:
+        direct_reads.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(listing, "_direct", counted)
+
+    def walk(**arguments: Any) -> list[list[int]]:
+        pages, cursor = [], None
+        while True:
+            page = list_tasks(session, "lister", limit=5, cursor=cursor, **arguments)
+            pages.append([t.id for t in page.tasks])
+            if (cursor := page.next_cursor) is None:
+                return pages
+
+    for sort_by in ("created_at", "due_date", "priority", "title"):
+        for order in ("asc", "desc"):
+            for filters in ({}, {"status": "pending", "due_after": BASE + timedelta(days=1)}):
+                arguments = {"sort_by": sort_by, "sort_order": order, **filters}
+                with monkeypatch.context() as patch:
+                    patch.setattr(listing, "_needs_definer", lambda *_: True)
+                    via_definer = walk(**arguments)
+                assert walk(**arguments) == via_definer, arguments
+    assert len(direct_reads) >= 8 * 2 * 2  # the direct read served every first page
+
+
 def test_filters_combine(session: Session, tasks: list[Any]) -> None:
     """status, priority, tags (any of), search and due range each narrow the list, and combine."""
 
