@@ -30,6 +30,7 @@ from sqlalchemy import Connection, MetaData, create_engine, event, pool
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeDecorator
 
+from migrations.adopt import adopt_or_refuse, refuse_in_transaction
 from migrations.dataloss import FLAG, GUARD_OPTION, DataLossRefused
 from migrations.describe import explain_check
 from migrations.lock import MigrationLock, PoolerError
@@ -368,6 +369,7 @@ def no_autocommit_block() -> Iterator[None]:
 def run_joined(connection: Connection, s: Settings) -> None:
     """Migrate inside a caller's open transaction: joined, never committed, not retried."""
     MigrationLock(connection, timeouts(s)).join(s.migration_lock_wait_seconds)
+    refuse_in_transaction(connection)  # a database built without migrations (adopt.py)
     configure(s, connection=connection)
     setattr(context.get_context(), "autocommit_block", no_autocommit_block)  # noqa: B010
     try:
@@ -398,6 +400,10 @@ def run_on(connection: Connection) -> None:
     stop_watching = Progress.watch(connection)
     try:
         configure(s, connection=connection)
+        # A database built without migrations: refused, or adopted (migrations/adopt.py).
+        adopt = {**config.attributes.get("adopt", {}), **context.get_x_argument(as_dictionary=True)}
+        if adopt_or_refuse(connection, context.script, adopt, s):
+            return
         for attempt in range(s.migration_lock_retries + 1):
             Progress.revision = None
             try:
