@@ -45,6 +45,7 @@ STAGE1 = [
     ("bob", "界" * 200, "😀" * 1000, False, AUTUMN, AUTUMN),
     ("u" * 255, "the longest owner id the contract allows", "", False, SPRING, GAP),
     ("carol", "deleted later: a gap in the ids", None, False, SPRING, SPRING),
+    ("\u3000frank ", "an owner id with blanks around it", None, False, SPRING, SPRING),
     ("carol", "the newest task", "  leading and trailing blanks stay  ", True, AUTUMN, AUTUMN),
     ("carol", "deleted later: the sequence runs ahead of max(id)", None, False, GAP, GAP),
 ]

@@ -1,0 +1,100 @@
+"""Running adoption from Python (as env.py receives it), and reading tasks' rows to compare."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from alembic import command
+from sqlalchemy import URL, create_engine, pool, text
+
+from models.settings import Settings
+from models.task import WHITESPACE
+from tests.support import alembic_config
+
+CONTRACT_DEFAULTS: dict[str, object] = {
+    "priority": "medium",
+    "due_date": None,
+    "recurring": "none",
+    "recurring_end_date": None,
+    "tags": [],
+}
+NAIVE = ("created_at", "updated_at", "due_date", "recurring_end_date")
+
+
+def adopt(
+    url: URL, *, target: str = "head", settings: Settings | None = None, **options: str
+) -> None:
+    """`alembic -x adopt=true [-x key=value ...] upgrade target`, in this process
+    (options: adopt-timezone="Europe/Berlin", adopt_fix="priority-case", ...; an underscore
+    stands for a dash). adopt="plan" only reports."""
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            cfg = alembic_config(conn, settings)
+            given = {key.replace("_", "-"): value for key, value in options.items()}
+            cfg.attributes["adopt"] = {"adopt": "true", **given}
+            command.upgrade(cfg, target)
+    finally:
+        engine.dispose()
+
+
+def task_rows(url: URL) -> dict[int, dict[str, Any]]:
+    """Every row of tasks by id, each column as Python reads it (enums as text)."""
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            columns = conn.execute(
+                text(
+                    "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                    "WHERE attrelid = 'tasks'::regclass AND attnum > 0 AND NOT attisdropped"
+                )
+            ).all()
+            listed = ", ".join(
+                f"{name}::text AS {name}" if "priority" in typ or name == "recurring" else name
+                for name, typ in columns
+            )
+            rows = conn.execute(text(f"SELECT {listed} FROM tasks ORDER BY id")).mappings()
+            return {row["id"]: dict(row) for row in rows}
+    finally:
+        engine.dispose()
+
+
+def expected(
+    legacy: dict[int, dict[str, Any]], zone: str = "UTC", fixes: tuple[str, ...] = ()
+) -> dict[int, dict[str, Any]]:
+    """What each legacy row must read as after adoption: naive timestamps as instants in
+    `zone`, priority labels in lower case (upper-case varchar values only with the fix),
+    the contract's defaults for the columns the shape lacks."""
+    tz = ZoneInfo(zone)
+    found = {}
+    for id_, row in legacy.items():
+        row = {**CONTRACT_DEFAULTS, **row}
+        for name in NAIVE:
+            value = row[name]
+            if isinstance(value, datetime) and value.tzinfo is None:
+                row[name] = as_postgresql_reads(value, tz)
+        if "priority-case" in fixes or row["priority"] in ("LOW", "MEDIUM", "HIGH"):
+            row["priority"] = row["priority"].lower()
+        if "trim-user-id" in fixes:
+            row["user_id"] = row["user_id"].strip(WHITESPACE)
+        found[id_] = row
+    return found
+
+
+def as_postgresql_reads(naive: datetime, tz: ZoneInfo) -> datetime:
+    """`naive AT TIME ZONE tz`, as PostgreSQL reads it at a daylight saving change: a time
+    that happens twice is the second one (standard time); a time that never happens (the
+    hour skipped) is read with the offset before the change (02:30 -> 01:30 UTC in Berlin)."""
+    first, second = naive.replace(tzinfo=tz), naive.replace(tzinfo=tz, fold=1)
+    skipped = first.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != naive
+    return (first if skipped else second).astimezone(UTC)
+
+
+def as_utc(rows: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """The rows with every aware timestamp in UTC (to compare instants, not zones)."""
+    return {
+        id_: {k: v.astimezone(UTC) if isinstance(v, datetime) else v for k, v in row.items()}
+        for id_, row in rows.items()
+    }

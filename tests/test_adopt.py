@@ -1,0 +1,397 @@
+"""Adopting a database that the app's create_all() and hand-run scripts built: detected,
+recognised exactly, checked, converted in place with every row, refused when unknown or
+dirty (docs/adopting.md). Each legacy shape is built once per session (tests/legacy/) and
+copied (CREATE DATABASE ... TEMPLATE) for each test; adoption runs in this process."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.util import CommandError
+from sqlalchemy import create_engine, pool, text
+from sqlmodel import Session
+
+from migrations.adopt import COMMAND
+from migrations.adoption.catalog import describe
+from migrations.adoption.recognise import known_names, recognise, revisions
+from migrations.adoption.shapes import SHAPES
+from models import TaskCreate, TaskUpdate, create_task, get_task, list_tasks, update_task
+from models.security import APP_ROLE, ROW_LEVEL_SECURITY, bind_user
+from tests.checks.common import history, models_metadata, schema_ddl
+from tests.checks.models_match import catalog_differences, model_differences
+from tests.checks.rls import (
+    app_role_privileges,
+    declaration_findings,
+    read_tables,
+    rule_findings,
+)
+from tests.legacy.build import SHAPES as BUILT
+from tests.legacy.build import SQL, build
+from tests.legacy.revisions import compare_revisions, render_revisions
+from tests.legacy.run import adopt, as_utc, expected, task_rows
+from tests.support import PgServer, alembic_config, head, migrate
+
+FOREIGN = (SQL / "foreign_tables.sql").read_text()
+
+
+class Templates:
+    """Each legacy shape built once (on first use) as a template database."""
+
+    def __init__(self, server: PgServer) -> None:
+        self.server, self.built, self.exits = server, dict[str, str](), list[object]()
+
+    def __getitem__(self, shape: str) -> str:
+        if shape not in self.built:
+            manager = self.server.database("legacy")
+            name = manager.__enter__()
+            self.exits.append(manager)
+            build(self.server.url(name), shape)
+            self.built[shape] = name
+        return self.built[shape]
+
+    def close(self) -> None:
+        for manager in reversed(self.exits):
+            manager.__exit__(None, None, None)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def legacy(pg_server: PgServer) -> Iterator[Templates]:
+    templates = Templates(pg_server)
+    yield templates
+    templates.close()
+
+
+CopyOf = Callable[..., str]
+
+
+@pytest.fixture
+def copy_of(pg_server: PgServer, legacy: Templates) -> Iterator[CopyOf]:
+    """copy_of(shape) -> the name of a fresh copy of that legacy shape (dropped after)."""
+    managers = []
+
+    def make(shape: str, *, foreign: bool = False) -> str:
+        manager = pg_server.database("adopt", template=legacy[shape])
+        managers.append(manager)
+        name = manager.__enter__()
+        if foreign:
+            execute(pg_server, name, FOREIGN)
+        return name
+
+    yield make
+    for manager in reversed(managers):
+        manager.__exit__(None, None, None)
+
+
+def execute(server: PgServer, dbname: str, sql: str) -> None:
+    engine = create_engine(server.url(dbname), poolclass=pool.NullPool)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(sql)
+    engine.dispose()
+
+
+def scalar(server: PgServer, dbname: str, sql: str) -> object:
+    engine = create_engine(server.url(dbname), poolclass=pool.NullPool)
+    with engine.connect() as conn:
+        value = conn.execute(text(sql)).scalar()
+    engine.dispose()
+    return value
+
+
+@pytest.fixture(scope="module")
+def fresh_ddl(pg_server: PgServer, head_template: str) -> str:
+    """pg_dump of a database `alembic upgrade head` built, with the same neighbours."""
+    with pg_server.database("fresh", template=head_template) as name:
+        execute(pg_server, name, FOREIGN)
+        return schema_ddl(pg_server, name)
+
+
+def test_every_legacy_shape_is_recognised_exactly(pg_server: PgServer, legacy: Templates) -> None:
+    """Each shape tests/legacy builds as the app did is recognised as the shape declared
+    in migrations/adoption/shapes.py of that name (with the enum types create_all() left
+    unused), and every declared column is a column of its target revision."""
+    assert {s.name for s in SHAPES} == set(BUILT)
+    revs = revisions()
+    for shape in SHAPES:
+        assert set(shape.columns) <= set(revs[shape.target].tables[shape.table].columns)
+        engine = create_engine(pg_server.url(legacy[shape.name]), poolclass=pool.NullPool)
+        with engine.connect() as conn:
+            found = recognise(conn)
+        engine.dispose()
+        assert found.shape is not None and found.shape.name == shape.name, found.refusal
+        assert found.leftovers == LEFTOVERS[shape.name]
+
+
+# Enum types the app's start-up create_all() left behind, unused, in each shape.
+LEFTOVERS = {
+    "L1": (),
+    "L2/varchar": ("taskpriority",),
+    **{f"L2/{form}": () for form in ("enum", "enum-upper", "enum-003")},
+    "L3/varchar": ("recurringtype", "taskpriority"),
+    **{f"L3/{form}": ("recurringtype",) for form in ("enum", "enum-upper", "enum-003")},
+}
+# Adopted in full below: one shape per priority form and target; L3/enum-003 in the next
+# test, the others in the proofs of refusal, options and crashes.
+CONVERTED: dict[str, dict[str, Any]] = {
+    "L1": {"adopt_fix": "trim-user-id"},
+    "L2/varchar": {"adopt_fix": "priority-case"},
+    "L2/enum": {},
+    "L3/enum-upper": {"adopt_timezone": "Europe/Berlin"},
+}
+
+
+@pytest.mark.parametrize("shape", CONVERTED)
+def test_a_legacy_shape_becomes_a_fresh_head_with_every_row(
+    pg_server: PgServer, copy_of: CopyOf, fresh_ddl: str, shape: str
+) -> None:
+    """Adopted, a legacy shape (other tools' tables beside it) has the pg_dump of a
+    database migrated from empty, is at head, and every row reads as its legacy values
+    mapped: naive timestamps as instants in the zone given (UTC by default), priority in
+    the contract's case, the fixes asked for applied."""
+    name = copy_of(shape, foreign=True)
+    url = pg_server.url(name)
+    before = task_rows(url)
+    options = CONVERTED[shape]
+    adopt(url, **options)
+    assert schema_ddl(pg_server, name) == fresh_ddl
+    assert scalar(pg_server, name, "SELECT version_num FROM alembic_version") == head()
+    zone = options.get("adopt_timezone", "UTC")
+    fixes = tuple(options.get("adopt_fix", "").split(","))
+    assert as_utc(task_rows(url)) == as_utc(expected(before, zone, fixes))
+
+
+def test_an_adopted_database_passes_the_checks_and_serves_the_app(
+    pg_server: PgServer, copy_of: CopyOf
+) -> None:
+    """An adopted L3 (after 003) has every row mapped; `alembic check` and check 2 find
+    nothing, check 13 finds nothing on its tables; the app's data-access functions work on
+    the legacy rows as the app role: list, get, update (updated_at refreshed), create (ids
+    after the old ones). The unused legacy type goes; one a neighbour uses stays."""
+    name = copy_of("L3/enum-003")
+    url = pg_server.url(name)
+    execute(pg_server, name, "CREATE TABLE notes (id int, repeat recurringtype)")
+    before = task_rows(url)
+    adopt(url)
+    assert as_utc(task_rows(url)) == as_utc(expected(before))
+    assert scalar(pg_server, name, "SELECT to_regtype('recurringtype')::text") == "recurringtype"
+    assert scalar(pg_server, name, "SELECT to_regtype('taskpriority')") is None
+    execute(pg_server, name, "DROP TABLE notes; DROP TYPE recurringtype")  # foreign: not ours
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            command.check(alembic_config(conn))
+            metadata = models_metadata()
+            sentences, _ = model_differences(conn, metadata)
+            sentences += catalog_differences(pg_server, conn, metadata)
+            assert sentences == []
+            tables = {k: v for k, v in read_tables(conn).items() if k in metadata.tables}
+            assert "tasks" in tables
+            findings = [f for t, i in tables.items() for f in rule_findings(t, i, APP_ROLE)]
+            declared = declaration_findings(conn, tables, ROW_LEVEL_SECURITY, list(tables))
+            assert findings == [] and declared == [] and app_role_privileges(conn, APP_ROLE) == []
+            last = conn.execute(text("SELECT max(id) FROM tasks")).scalar_one()
+            conn.rollback()
+    finally:
+        engine.dispose()
+    app = create_engine(replace(pg_server, user=APP_ROLE, password=None).url(name))
+    try:
+        with Session(app) as session:
+            bind_user(session, "erin")
+            page = list_tasks(session, "erin", sort_by="due_date", sort_order="asc")
+            assert [t.title for t in page.tasks][:2] == ["phase three 2", "phase three 0"]
+            task = page.tasks[1]
+            assert task.recurring == "weekly" and task.tags[:2] == ["work", "ホーム"]
+            changed = update_task(session, "erin", task.id, TaskUpdate(complete=True))
+            assert changed is not None and changed.updated_at and task.updated_at
+            assert changed.updated_at > task.updated_at
+            created = create_task(session, "erin", TaskCreate(title="after adoption"))
+            assert created.id is not None and created.id > last
+        with Session(app) as session:
+            bind_user(session, "alice")
+            assert get_task(session, "alice", task.id) is None
+    finally:
+        app.dispose()
+
+
+def test_every_command_refuses_a_database_built_without_migrations(
+    pg_server: PgServer, copy_of: CopyOf, tmp_path: Path
+) -> None:
+    """upgrade, downgrade, stamp, check and revision --autogenerate on a legacy database
+    each stop with the one line naming the adoption command, never "relation already
+    exists", and the database is unchanged (pg_dump before and after)."""
+    name = copy_of("L1", foreign=True)
+    before = schema_ddl(pg_server, name)
+    engine = create_engine(pg_server.url(name), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            cfg = alembic_config(conn)
+            attempts: dict[str, Callable[[], object]] = {
+                "upgrade": lambda: command.upgrade(cfg, "head"),
+                "downgrade": lambda: command.downgrade(cfg, "base"),
+                "stamp": lambda: command.stamp(cfg, "head"),
+                "check": lambda: command.check(cfg),
+                "revision": lambda: command.revision(
+                    cfg, "x", autogenerate=True, version_path=str(tmp_path)
+                ),
+            }
+            for what, attempt in attempts.items():
+                with pytest.raises(CommandError) as caught:
+                    attempt()
+                message = str(caught.value)
+                assert "built without migrations" in message and COMMAND in message, what
+                assert "already exists" not in message and "\n" not in message, what
+    finally:
+        engine.dispose()
+    assert list(tmp_path.iterdir()) == []
+    assert schema_ddl(pg_server, name) == before
+
+
+DIRTY = """
+INSERT INTO tasks (user_id, title, complete, created_at, updated_at, priority, recurring, tags,
+    due_date, recurring_end_date) VALUES
+ ('  ', 'blank owner', false, now(), now(), 'low', 'none', '{}', NULL, NULL),
+ (repeat('x', 256), 'owner too long', false, now(), now(), 'low', 'none', '{}', NULL, NULL),
+ ('ann', ' ', false, now(), now(), 'low', 'none', '{}', NULL, NULL),
+ ('ann', 'unknown priority', false, now(), now(), 'urgent', 'none', '{}', NULL, NULL),
+ ('ann', 'recurring, no due date', false, now(), now(), 'low', 'weekly', '{}', NULL, NULL),
+ ('ann', 'ends before due', false, now(), now(), 'low', 'daily', '{}', now(),
+  now() - '1 day'::interval),
+ ('ann', 'unknown recurrence', false, now(), now(), 'low', 'hourly', '{}', now(), NULL),
+ ('ann', '21 tags', false, now(), now(), 'low', 'none', array_fill('t'::text, ARRAY[21]),
+  NULL, NULL),
+ ('ann', 'same tag twice', false, now(), now(), 'low', 'none', '{Work,work}', NULL, NULL),
+ ('ann', 'blank tag', false, now(), now(), 'low', 'none', ARRAY[' '], NULL, NULL),
+ ('ann', 'long tag', false, now(), now(), 'low', 'none', ARRAY[repeat('t', 51)], NULL, NULL)
+"""
+BROKEN = [
+    "user_id is empty or whitespace only",
+    "user_id is longer than 255 characters",
+    "title is empty or whitespace only",
+    "priority is not one of 'low', 'medium', 'high'",
+    "recurring is not one of 'none', 'daily', 'weekly', 'monthly', 'yearly'",
+    "recurring is not 'none' but there is no due_date",
+    "recurring_end_date is set without a recurrence, or before due_date",
+    "there are more than 20 tags",
+    "two tags are equal ignoring case",
+    "a tag is empty or whitespace only",
+    "a tag is longer than 50 characters",
+]
+
+
+def test_rows_that_break_the_contract_are_listed_and_nothing_changes(
+    pg_server: PgServer, copy_of: CopyOf
+) -> None:
+    """Dirty legacy rows refuse the adoption: each broken rule with its count, ids and the
+    SQL that lists them (that SQL finds exactly those rows); the database is unchanged; the
+    priority case fix is named, never applied unasked."""
+    name = copy_of("L3/varchar")
+    execute(pg_server, name, DIRTY)
+    before = schema_ddl(pg_server, name)
+    rows = task_rows(pg_server.url(name))
+    with pytest.raises(CommandError) as caught:
+        adopt(pg_server.url(name))
+    message = str(caught.value)
+    first, *lines = message.splitlines()
+    assert first.startswith("adoption refused: rows of tasks break the contract")
+    assert "nothing was changed" in first
+    assert len(lines) == len(BROKEN)  # priority: 'urgent', and 'HIGH' as the app wrote it
+    for words in BROKEN:
+        line = next(line for line in lines if f" where {words} (" in line)
+        count = int(line.split(" row(s)")[0].strip(" -"))
+        sql = line.split("all of them: ", 1)[1]
+        ids = [r[0] for r in pg_rows(pg_server, name, sql)]
+        assert count == len(ids) >= 1 and f"(id {ids[0]}" in line, words
+    case = next(line for line in lines if "priority is not one of" in line)
+    assert "-x adopt-fix=priority-case (fold the letter case" in case
+    assert schema_ddl(pg_server, name) == before and task_rows(pg_server.url(name)) == rows
+
+
+def pg_rows(server: PgServer, dbname: str, sql: str) -> list[tuple[object, ...]]:
+    engine = create_engine(server.url(dbname), poolclass=pool.NullPool)
+    with engine.connect() as conn:
+        found = [tuple(r) for r in conn.execute(text(sql))]
+    engine.dispose()
+    return found
+
+
+def test_an_unknown_shape_is_refused_naming_the_difference(
+    pg_server: PgServer, copy_of: CopyOf
+) -> None:
+    """One column altered by hand: no shape matches; the refusal names the column and the
+    nearest known shape, and changes nothing. A view on tasks is refused by name too."""
+    name = copy_of("L2/varchar")
+    execute(pg_server, name, "ALTER TABLE tasks ALTER COLUMN title TYPE varchar(300)")
+    engine = create_engine(pg_server.url(name), poolclass=pool.NullPool)
+    with engine.connect() as conn:
+        before = describe(conn, known_names(revisions()))
+    with pytest.raises(CommandError) as caught:
+        adopt(pg_server.url(name), adopt_fix="priority-case")
+    message = str(caught.value)
+    assert message.splitlines()[0].startswith("adoption refused: this database's schema is no")
+    assert (
+        "column tasks.title is character varying(300) NOT NULL, the nearest known shape "
+        "(L2/varchar: " in message
+    )
+    assert "has character varying(200) NOT NULL" in message
+    with engine.connect() as conn:
+        assert describe(conn, known_names(revisions())) == before
+    execute(pg_server, name, "ALTER TABLE tasks ALTER COLUMN title TYPE varchar(200)")
+    execute(pg_server, name, "CREATE VIEW open_tasks AS SELECT * FROM tasks WHERE NOT complete")
+    with pytest.raises(CommandError, match=r"view open_tasks depend.* on table tasks"):
+        adopt(pg_server.url(name), adopt_fix="priority-case")
+    engine.dispose()
+
+
+def test_a_database_equal_to_a_revision_is_recorded_as_it(pg_server: PgServer) -> None:
+    """A database that a revision's migrations built but whose alembic_version is gone is
+    recognised as that revision (the first of its history's middle, here), recorded, and
+    upgraded to head like any other."""
+    revs = history(alembic_config())
+    middle = revs[len(revs) // 2].revision
+    with pg_server.database("at_rev") as name:
+        migrate(pg_server.url(name), middle)
+        execute(pg_server, name, "DROP TABLE alembic_version")
+        adopt(pg_server.url(name), target=middle)
+        assert scalar(pg_server, name, "SELECT version_num FROM alembic_version") == middle
+
+
+def test_the_plan_changes_nothing_and_options_are_checked(
+    pg_server: PgServer, copy_of: CopyOf, caplog: pytest.LogCaptureFixture
+) -> None:
+    """-x adopt=plan reports the shape, the zone and the data check and changes nothing;
+    an unknown option, zone, fix or batch size is one line."""
+    name = copy_of("L2/enum-upper")
+    url = pg_server.url(name)
+    engine = create_engine(url, poolclass=pool.NullPool)
+    with engine.connect() as conn:
+        before = describe(conn, None)
+    caplog.set_level("INFO", logger="models")
+    adopt(url, adopt="plan", adopt_timezone="Europe/Berlin")
+    said = caplog.text
+    assert "legacy shape L2/enum-upper" in said and "read as Europe/Berlin times" in said
+    assert "every row of tasks meets the contract" in said and "Nothing was changed" in said
+    with engine.connect() as conn:
+        assert describe(conn, None) == before
+        assert conn.execute(text("SELECT to_regnamespace('todo_adopt')")).scalar() is None
+    wrong: list[tuple[dict[str, Any], str]] = [
+        ({"adopt_colour": "red"}, "unknown option(s) adopt-colour"),
+        ({"adopt_timezone": "Mars/Olympus"}, "is not a time zone this server knows"),
+        ({"adopt_fix": "everything"}, "-x adopt-fix=everything is not a fix adoption knows"),
+        ({"adopt_batch": "0"}, "is not a positive number of rows"),
+    ]
+    for options, words in wrong:
+        with pytest.raises(CommandError, match=re.escape(words)) as caught:
+            adopt(url, **options)
+        assert "\n" not in str(caught.value)
+    engine.dispose()
+
+
+def test_revisions_json_is_what_the_revisions_build(pg_server: PgServer) -> None:
+    """migrations/adoption/revisions.json (each revision's schema, as adoption compares a
+    live database with it) is current: `python -m tests.snapshot` rewrites it."""
+    compare_revisions(render_revisions(alembic_config(), pg_server))
