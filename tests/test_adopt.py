@@ -6,10 +6,10 @@ copied (CREATE DATABASE ... TEMPLATE) for each test; adoption runs in this proce
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from alembic import command
@@ -32,83 +32,14 @@ from tests.checks.rls import (
     rule_findings,
 )
 from tests.legacy.build import SHAPES as BUILT
-from tests.legacy.build import SQL, build
 from tests.legacy.revisions import compare_revisions, render_revisions
-from tests.legacy.run import adopt, as_utc, expected, task_rows
+from tests.legacy.run import adopt, as_utc, execute, expected, scalar, task_rows
 from tests.support import PgServer, alembic_config, head, migrate
 
-FOREIGN = (SQL / "foreign_tables.sql").read_text()
+if TYPE_CHECKING:
+    from tests.legacy.fixtures import CopyOf, Templates
 
-
-class Templates:
-    """Each legacy shape built once (on first use) as a template database."""
-
-    def __init__(self, server: PgServer) -> None:
-        self.server, self.built, self.exits = server, dict[str, str](), list[object]()
-
-    def __getitem__(self, shape: str) -> str:
-        if shape not in self.built:
-            manager = self.server.database("legacy")
-            name = manager.__enter__()
-            self.exits.append(manager)
-            build(self.server.url(name), shape)
-            self.built[shape] = name
-        return self.built[shape]
-
-    def close(self) -> None:
-        for manager in reversed(self.exits):
-            manager.__exit__(None, None, None)  # type: ignore[attr-defined]
-
-
-@pytest.fixture(scope="module")
-def legacy(pg_server: PgServer) -> Iterator[Templates]:
-    templates = Templates(pg_server)
-    yield templates
-    templates.close()
-
-
-CopyOf = Callable[..., str]
-
-
-@pytest.fixture
-def copy_of(pg_server: PgServer, legacy: Templates) -> Iterator[CopyOf]:
-    """copy_of(shape) -> the name of a fresh copy of that legacy shape (dropped after)."""
-    managers = []
-
-    def make(shape: str, *, foreign: bool = False) -> str:
-        manager = pg_server.database("adopt", template=legacy[shape])
-        managers.append(manager)
-        name = manager.__enter__()
-        if foreign:
-            execute(pg_server, name, FOREIGN)
-        return name
-
-    yield make
-    for manager in reversed(managers):
-        manager.__exit__(None, None, None)
-
-
-def execute(server: PgServer, dbname: str, sql: str) -> None:
-    engine = create_engine(server.url(dbname), poolclass=pool.NullPool)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(sql)
-    engine.dispose()
-
-
-def scalar(server: PgServer, dbname: str, sql: str) -> object:
-    engine = create_engine(server.url(dbname), poolclass=pool.NullPool)
-    with engine.connect() as conn:
-        value = conn.execute(text(sql)).scalar()
-    engine.dispose()
-    return value
-
-
-@pytest.fixture(scope="module")
-def fresh_ddl(pg_server: PgServer, head_template: str) -> str:
-    """pg_dump of a database `alembic upgrade head` built, with the same neighbours."""
-    with pg_server.database("fresh", template=head_template) as name:
-        execute(pg_server, name, FOREIGN)
-        return schema_ddl(pg_server, name)
+pytest_plugins = ("tests.legacy.fixtures",)
 
 
 def test_every_legacy_shape_is_recognised_exactly(pg_server: PgServer, legacy: Templates) -> None:

@@ -11,8 +11,10 @@ from sqlalchemy import URL, create_engine, pool, text
 
 from models.settings import Settings
 from models.task import WHITESPACE
-from tests.support import alembic_config
+from tests.legacy.build import SQL
+from tests.support import PgServer, alembic_config
 
+FOREIGN = (SQL / "foreign_tables.sql").read_text()
 CONTRACT_DEFAULTS: dict[str, object] = {
     "priority": "medium",
     "due_date": None,
@@ -98,3 +100,20 @@ def as_utc(rows: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
         id_: {k: v.astimezone(UTC) if isinstance(v, datetime) else v for k, v in row.items()}
         for id_, row in rows.items()
     }
+
+
+def execute(server: PgServer, dbname: str, sql: str) -> None:
+    """Run SQL on dbname, committed."""
+    engine = create_engine(server.url(dbname), poolclass=pool.NullPool)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(sql)
+    engine.dispose()
+
+
+def scalar(server: PgServer, dbname: str, sql: str) -> object:
+    """The first column of the first row of a query on dbname."""
+    engine = create_engine(server.url(dbname), poolclass=pool.NullPool)
+    with engine.connect() as conn:
+        value = conn.execute(text(sql)).scalar()
+    engine.dispose()
+    return value
