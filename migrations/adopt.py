@@ -205,7 +205,8 @@ class Adoption:
             )
             for name, column in shape.columns.items()
         }
-        rules = contract_rules(plan.values, list(revs.values())[-1], shape.table, unasked)
+        fixed = {name for name, column in shape.columns.items() if column.fixes.keys() & plan.fixes}
+        rules = contract_rules(plan.values, list(revs.values())[-1], shape, unasked, fixed)
         with self.conn.begin():
             self.conn.execute(text("SET LOCAL statement_timeout = 0"))  # a reader's scan
             broken = check(self.conn, shape.table, rules)

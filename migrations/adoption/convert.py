@@ -6,10 +6,13 @@ mirrors every write, and one short transaction swaps the two tables and records 
 revision. Writers go on throughout; what blocks them:
 1. `prepare`: nothing (the scratch schema is new);
 2. `sync`: CREATE TRIGGER on the legacy table (SHARE ROW EXCLUSIVE: a catalog change, once);
-3. `copy`: each batch holds FOR SHARE on its rows (an UPDATE/DELETE of one of them waits
-   for that batch); each batch is its own transaction;
-4. `swap`: ACCESS EXCLUSIVE on the legacy table while the rows are counted on both sides,
-   the legacy table dropped and the new one moved in (two counts and some catalog changes).
+3. `copy`: nothing: each batch (its own transaction) reads the legacy rows as a reader does
+   and inserts those the trigger has not written yet (ON CONFLICT DO NOTHING); the trigger
+   writes a row's newest version over a copied one (ON CONFLICT DO UPDATE) and records each
+   deleted id, so a row a batch read just before its deletion is removed again at the swap;
+4. `swap`: ACCESS EXCLUSIVE on the legacy table while the rows deleted during the copy are
+   removed, the rows counted on both sides, the legacy table dropped and the new one moved
+   in (two counts and some catalog changes).
 Every step is either one transaction or made of transactions whose effect is recorded
 (the progress row), so a run killed anywhere is finished by the same command: a scratch
 build that did not complete (or was made with other options) is dropped and built again;
@@ -36,6 +39,7 @@ from models.naming import NAMING_CONVENTION
 
 SCRATCH = "todo_adopt"  # where the target revision's schema is built and filled
 PROGRESS = f"{SCRATCH}.adopt_progress"
+DELETED = f"{SCRATCH}.adopt_deleted"  # ids deleted from the legacy table during the copy
 SYNC = f"{SCRATCH}.adopt_sync"
 TRIGGER = f"{ADOPTION_PREFIX}sync"
 LOCK_NOT_AVAILABLE = "55P03"
@@ -131,6 +135,7 @@ class Converter:
                 text(f"INSERT INTO {PROGRESS} (fingerprint) VALUES (:f)"),
                 {"f": self.plan.fingerprint},
             )
+            self.conn.execute(text(f"CREATE TABLE {DELETED} (id bigint PRIMARY KEY)"))
         self.crash("prepare")
         self.build()
         with self.conn.begin():
@@ -177,18 +182,21 @@ class Converter:
         )
         if exists:
             return
-        columns = ", ".join(self.plan.values)
-        converted = ", ".join(self.converted().values())
+        values = self.converted()
+        columns, converted = ", ".join(values), ", ".join(values.values())
+        newest = ", ".join(f"{name} = EXCLUDED.{name}" for name in values if name != "id")
         function = f"""
 CREATE FUNCTION {SYNC}() RETURNS trigger LANGUAGE plpgsql
 SET search_path = pg_catalog, {self.home} AS $$
 BEGIN
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND NEW.id <> OLD.id) THEN
         DELETE FROM {self.new} WHERE id = OLD.id;
+        INSERT INTO {DELETED} VALUES (OLD.id) ON CONFLICT DO NOTHING;
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
         INSERT INTO {self.new} ({columns}) OVERRIDING SYSTEM VALUE
-        SELECT {converted} FROM (SELECT NEW.*) AS {self.plan.shape.table};
+        SELECT {converted} FROM (SELECT NEW.*) AS {self.plan.shape.table}
+        ON CONFLICT (id) DO UPDATE SET {newest};
     END IF;
     RETURN NULL;
 END $$"""
@@ -238,7 +246,7 @@ END $$"""
                     text(
                         f"INSERT INTO {self.new} ({columns}) OVERRIDING SYSTEM VALUE "
                         f"SELECT {converted} FROM {self.legacy} WHERE id > :a AND id <= :u "
-                        "FOR SHARE ON CONFLICT (id) DO NOTHING"
+                        "ON CONFLICT (id) DO NOTHING"
                     ),
                     {"a": copied, "u": upto},
                 )
@@ -254,6 +262,13 @@ END $$"""
     def swap_in(self) -> None:
         conn, table = self.conn, self.plan.shape.table
         conn.execute(text(f"LOCK TABLE {self.legacy} IN ACCESS EXCLUSIVE MODE"))
+        # A row a batch read just before a writer deleted it (and its trigger removed it).
+        conn.execute(
+            text(
+                f"DELETE FROM {self.new} n USING {DELETED} d WHERE n.id = d.id "
+                f"AND NOT EXISTS (SELECT FROM {self.legacy} l WHERE l.id = d.id)"
+            )
+        )
         old = conn.execute(text(f"SELECT count(*) FROM {self.legacy}")).scalar_one()
         new = conn.execute(text(f"SELECT count(*) FROM {self.new}")).scalar_one()
         if old != new:
@@ -301,7 +316,7 @@ END $$"""
             text(
                 "SELECT 'TABLE ' || c.oid::regclass FROM pg_class c WHERE c.relnamespace = "
                 "CAST(:s AS regnamespace) AND c.relkind IN ('r', 'p') "
-                "AND c.relname <> 'adopt_progress' "
+                "AND c.relname NOT IN ('adopt_progress', 'adopt_deleted') "
                 "UNION ALL SELECT 'TYPE ' || t.oid::regtype FROM pg_type t WHERE "
                 "t.typnamespace = CAST(:s AS regnamespace) AND t.typtype IN ('e', 'd') "
                 "UNION ALL SELECT 'FUNCTION ' || p.oid::regprocedure FROM pg_proc p WHERE "

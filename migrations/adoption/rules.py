@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, text
 
 from migrations.adoption.catalog import Schema
+from migrations.adoption.shapes import Shape
 
 SAMPLES = 5
 
@@ -44,11 +45,12 @@ class Broken:
 
 
 def contract_rules(
-    v: dict[str, str], head: Schema, table: str, hints: dict[str, str]
+    v: dict[str, str], head: Schema, shape: Shape, hints: dict[str, str], fixed: set[str]
 ) -> list[Rule]:
-    """The rules that apply to a table converted with the values `v` (target column -> SQL
-    over the legacy row; see the module doc). hints: column -> a fix option that may repair
-    its values, not asked for."""
+    """The rules that apply to the shape's table converted with the values `v` (target
+    column -> SQL over the legacy row; see the module doc), but those its legacy column
+    types already guarantee. hints: column -> a fix option that may repair its values, not
+    asked for; fixed: the columns whose values a fix changes (no guarantee holds)."""
     from models.task import NOT_BLANK_REGEX, TAG_MAX, TAGS_MAX
 
     rules: list[Rule] = []
@@ -56,17 +58,30 @@ def contract_rules(
     def add(column: str, words: str, where: str) -> None:
         rules.append(Rule(words, where, hints.get(column, "")))
 
+    table = shape.table
     columns = head.tables[table].columns if table in head.tables else {}
     for name, definition in columns.items():
         if name not in v:
             continue
-        if " NOT NULL" in definition and "IDENTITY" not in definition:
+        legacy = shape.columns[name]
+        kept = name not in fixed and legacy.value == "{name}"
+        if (
+            " NOT NULL" in definition
+            and "IDENTITY" not in definition
+            and not (kept and legacy.not_null)
+        ):
             add(name, f"{name} is NULL (the contract requires a value)", f"{v[name]} IS NULL")
         length = re.match(r"character varying\((\d+)\)", definition)
-        if length:
+        had = re.fullmatch(r"character varying\((\d+)\)", legacy.type)
+        if length and not (kept and had and int(had.group(1)) <= int(length.group(1))):
             n = int(length.group(1))
             add(name, f"{name} is longer than {n} characters", f"char_length({v[name]}) > {n}")
         type_ = definition.split(" ", 1)[0]
+        labels_had = shape.enums.get(legacy.type)
+        if type_ in head.enums and labels_had is not None and name not in fixed:
+            mapped = {label.lower() if "lower(" in legacy.value else label for label in labels_had}
+            if mapped <= set(head.enums[type_]):
+                continue  # a legacy enum whose every label maps to one of the target's
         if type_ in head.enums:
             labels = ", ".join(f"'{label}'" for label in head.enums[type_])
             add(name, f"{name} is not one of {labels}", f"({v[name]})::text NOT IN ({labels})")
@@ -93,7 +108,7 @@ def contract_rules(
     if "tags" in v:
         tags = v["tags"]
         each = f"SELECT FROM unnest({tags}) AS t(tag) WHERE"
-        rules += [
+        tag_rules = [
             Rule(f"there are more than {TAGS_MAX} tags", f"cardinality({tags}) > {TAGS_MAX}"),
             Rule(
                 "tags is not a plain list (more dimensions, or not starting at 1)",
@@ -111,6 +126,11 @@ def contract_rules(
                 f"(SELECT count(DISTINCT lower(tag)) FROM unnest({tags}) AS t(tag)) "
                 f"<> cardinality({tags})",
             ),
+        ]
+        # Most tasks have no tag: their rows skip the subqueries (CASE is evaluated lazily).
+        rules += [
+            Rule(r.words, f"CASE WHEN cardinality({tags}) = 0 THEN false ELSE {r.where} END")
+            for r in tag_rules
         ]
     return rules
 
