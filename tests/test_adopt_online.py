@@ -9,9 +9,10 @@ import random
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
+from sqlalchemy import URL
 
 from migrations.adoption.shapes import SHAPES
 from tests.checks.common import history, schema_ddl
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 pytest_plugins = ("tests.legacy.fixtures",)
 L3 = "L3/varchar"
-FIX = {"adopt_fix": "priority-case"}  # its rows hold 'HIGH', as the app wrote it
+FIX: dict[str, Any] = {"adopt_fix": "priority-case"}  # its rows hold 'HIGH', as the app wrote it
 
 
 def crash_points() -> list[str]:
@@ -32,13 +33,13 @@ def crash_points() -> list[str]:
     return ["prepare", f"build {first}", "built", "synced", "copy 1", "copy 2", "swap", "swapped"]
 
 
-def killed_at(url: object, point: str) -> int:
+def killed_at(url: URL, point: str) -> int:
     """Adopt in a child process (fork: nothing to import again) that SIGKILLs itself at
     `point`; its exit status."""
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         try:
-            adopt(url, adopt_batch="5", adopt_crash_at=point, **FIX)  # type: ignore[arg-type]
+            adopt(url, adopt_batch="5", adopt_crash_at=point, **FIX)
         finally:
             os._exit(3)
     return os.waitpid(pid, 0)[1]
@@ -149,7 +150,7 @@ def test_writers_go_on_while_100k_rows_are_adopted(pg_server: PgServer, copy_of:
     time.sleep(0.1)
     target = next(s.target for s in SHAPES if s.name == L2)
     try:
-        adopt(url, target=target, **FIX)  # type: ignore[arg-type]
+        adopt(url, target=target, **FIX)
         time.sleep(0.1)
     finally:
         stop.set()

@@ -105,8 +105,10 @@ def as_utc(rows: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
 def execute(server: PgServer, dbname: str, sql: str) -> None:
     """Run SQL on dbname, committed."""
     engine = create_engine(server.url(dbname), poolclass=pool.NullPool)
-    with engine.begin() as conn, conn.connection.cursor() as cursor:
+    with engine.begin() as conn:
+        cursor = conn.connection.cursor()
         cursor.execute(sql)  # no parameters: a % in the SQL is just a %
+        cursor.close()
     engine.dispose()
 
 
