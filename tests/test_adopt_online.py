@@ -5,18 +5,17 @@ in-process (docs/adopting.md)."""
 from __future__ import annotations
 
 import os
-import random
 import signal
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-import psycopg
 from sqlalchemy import URL
 
 from migrations.adoption.shapes import SHAPES
 from tests.checks.common import history, schema_ddl
 from tests.legacy.run import adopt, as_utc, execute, expected, scalar, task_rows
+from tests.legacy.writers import Writer, generate
 from tests.support import PgServer, alembic_config, head, run_alembic
 
 if TYPE_CHECKING:
@@ -69,70 +68,9 @@ def test_a_kill_at_any_step_then_the_same_command_finishes(
 
 
 ROWS = 100_000
-GENERATE = f"""
-INSERT INTO tasks (user_id, title, description, complete, priority, created_at, updated_at)
-SELECT 'user ' || g % 1000, 'task ' || g, CASE WHEN g % 3 = 0 THEN NULL ELSE 'notes' END,
-       g % 2 = 0, (ARRAY['low', 'medium', 'high'])[g % 3 + 1],
-       timestamp '2025-01-01' + g * interval '1 minute',
-       timestamp '2025-01-01' + g * interval '1 minute'
-FROM generate_series(1, {ROWS}) g
-"""
 # The concurrency proof runs on L2 (what differs between shapes is the values' SQL, not
 # the steps); the 1M-row figures are L3's (bench/adopt.py).
 L2 = "L2/varchar"
-
-
-class Writer(threading.Thread):
-    """Inserts, updates and deletes tasks without pause (autocommit, statements valid on the
-    legacy table and on the adopted one), recording what it did and its longest wait."""
-
-    def __init__(self, dsn: str, seed: int, stop: threading.Event) -> None:
-        super().__init__()
-        self.dsn, self.rng, self.stop = dsn, random.Random(seed), stop
-        self.seed = seed
-        self.inserted: dict[int, str] = {}
-        self.titled: dict[int, str] = {}
-        self.deleted: set[int] = set()
-        self.longest, self.writes = 0.0, 0
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            # psycopg2 as the app uses (and psycopg 3 told not to prepare): a statement
-            # prepared on the server before the swap fails once after it when its result
-            # holds a column whose type changed (docs/adopting.md).
-            with psycopg.connect(self.dsn, autocommit=True, prepare_threshold=None) as conn:
-                while not self.stop.is_set():
-                    self.write(conn)
-        except BaseException as exc:
-            self.error = exc
-
-    def write(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
-        n, choice = self.writes, self.rng.random()
-        start = time.perf_counter()
-        if choice < 0.4:
-            title = f"written {self.seed}/{n}"
-            row = conn.execute(
-                "INSERT INTO tasks (user_id, title, complete, created_at, updated_at) "
-                "VALUES ('writer', %s, false, now(), now()) RETURNING id",
-                (title,),
-            ).fetchone()
-            assert row is not None
-            self.inserted[int(str(row[0]))] = title
-        else:
-            # Writer k owns the ids k, k+2, k+4, ... of the generated rows (no two collide).
-            id_ = 2 * self.rng.randrange(1, ROWS // 2) + self.seed
-            if choice < 0.9:
-                title = f"renamed {self.seed}/{n}"
-                conn.execute("UPDATE tasks SET title = %s WHERE id = %s", (title, id_))
-                if id_ not in self.deleted:
-                    self.titled[id_] = title
-            else:
-                conn.execute("DELETE FROM tasks WHERE id = %s", (id_,))
-                self.deleted.add(id_)
-                self.titled.pop(id_, None)
-        self.longest = max(self.longest, time.perf_counter() - start)
-        self.writes += 1
 
 
 def test_writers_go_on_while_100k_rows_are_adopted(pg_server: PgServer, copy_of: CopyOf) -> None:
@@ -140,11 +78,11 @@ def test_writers_go_on_while_100k_rows_are_adopted(pg_server: PgServer, copy_of:
     adopted (to the shape's target revision): no write fails, none waits longer than the
     deploy's lock_timeout, and every write is in the adopted table (the deleted rows gone)."""
     name = copy_of(L2)
-    execute(pg_server, name, GENERATE)
+    execute(pg_server, name, generate(ROWS))
     url, dsn = pg_server.url(name), pg_server.dsn(name)
     legacy = int(str(scalar(pg_server, name, "SELECT count(*) FROM tasks")))
     stop = threading.Event()
-    writers = [Writer(dsn, seed, stop) for seed in (0, 1)]
+    writers = [Writer(dsn, seed, 2, ROWS, stop) for seed in (0, 1)]
     for writer in writers:
         writer.start()
     time.sleep(0.1)
@@ -157,7 +95,7 @@ def test_writers_go_on_while_100k_rows_are_adopted(pg_server: PgServer, copy_of:
         for writer in writers:
             writer.join()
     assert [w.error for w in writers] == [None, None]
-    assert all(w.writes > 10 for w in writers)
+    assert all(len(w.waits) > 10 for w in writers)
     assert max(w.longest for w in writers) < 5.0  # MIGRATION_LOCK_TIMEOUT_SECONDS
     rows = task_rows(url)
     inserted = sum(len(w.inserted) for w in writers)

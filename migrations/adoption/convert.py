@@ -256,6 +256,7 @@ END $$"""
 
     # 4. swap: the new table takes the legacy one's place; the revision is recorded
     def swap(self) -> None:
+        self.say(f"copied; swapping the tables (ACCESS EXCLUSIVE on {self.legacy}, briefly)")
         self.retrying("swap the tables", transaction=self.swap_in)
         self.crash("swapped")
 
