@@ -44,6 +44,7 @@ COMMAND = "alembic -x adopt=true upgrade head"
 OPTIONS = ("adopt", "adopt-timezone", "adopt-fix", "adopt-batch", "adopt-crash-at")
 SCRATCH = "todo_adopt"  # convert.SCRATCH (not imported: the detection stays this module)
 BATCH = 10_000
+LOCK_NOT_AVAILABLE = "55P03"
 DETECTED = (
     "this database was built without migrations (table {table} exists, alembic_version "
     "does not), so no revision can run on it: adopt it in place with `{command}` (`-x "
@@ -106,12 +107,11 @@ def _refusal(state: str) -> str:
 def _state(conn: Connection) -> str | None:
     """None when there is nothing to adopt (under migrations, or no app table yet); else
     'started' (an unfinished adoption) or the app table found."""
-    owned = conn.in_transaction()
-    if not owned:
+    owned = not conn.in_transaction()
+    if owned:
         conn.begin()
     try:
-        versioned = conn.execute(text("SELECT to_regclass('alembic_version')")).scalar()
-        if versioned and conn.execute(text("SELECT EXISTS (SELECT FROM alembic_version)")).scalar():
+        if _versioned(conn):
             return None
         if conn.execute(text("SELECT to_regnamespace(:s) IS NOT NULL"), {"s": SCRATCH}).scalar():
             return "started"
@@ -126,8 +126,25 @@ def _state(conn: Connection) -> str | None:
         ).scalar()
         return str(found) if found else None
     finally:
-        if not owned:
+        if owned:
             conn.rollback()
+
+
+def _versioned(conn: Connection) -> bool:
+    """alembic_version exists and holds a revision. A version table that another
+    transaction keeps locked counts as one (env.py then waits for it, as it always did)."""
+    if not conn.execute(text("SELECT to_regclass('alembic_version')")).scalar():
+        return False
+    savepoint = conn.begin_nested()  # its SET LOCAL ends with it, also in a caller's transaction
+    try:
+        conn.execute(text("SET LOCAL lock_timeout = '50ms'"))
+        return bool(conn.execute(text("SELECT EXISTS (SELECT FROM alembic_version)")).scalar())
+    except DBAPIError as exc:
+        if getattr(exc.orig, "pgcode", None) != LOCK_NOT_AVAILABLE:
+            raise
+        return True
+    finally:
+        savepoint.rollback()
 
 
 class Adoption:

@@ -1,7 +1,7 @@
 """Build each legacy shape the way the app built it: `create_all()` of its models of the
 time, its hand-run scripts (sql/), its start-up `create_all()` again, and realistic rows.
 
-    build(url, "L3/varchar", foreign=True)
+    build(url, "L3/varchar")
 
 Shapes (the names migrations/adoption/shapes.py gives them):
 - "L1": the Stage 1 plan's 7-field tasks;
@@ -11,7 +11,6 @@ Shapes (the names migrations/adoption/shapes.py gives them):
   "enum-upper");
 - "L3/<priority>": L2/<priority> plus 008's columns and indexes, then the Phase III model's
   create_all() (it adds the type recurringtype, unused).
-foreign=True adds other tools' tables with rows (sql/foreign_tables.sql).
 """
 
 from __future__ import annotations
@@ -63,61 +62,51 @@ STAGE3 = [
 ]
 
 
-def build(url: URL, shape: str, *, foreign: bool = False) -> None:
+def build(url: URL, shape: str) -> None:
     """Turn the empty database at url into `shape` (see the module doc), with rows."""
     generation, _, form = shape.partition("/")
     engine = create_engine(url, poolclass=pool.NullPool)
     try:
-        if form in ("enum", "enum-upper", "enum-003"):
-            base = UpperPhase2Base if form != "enum" else Phase2Base
-            create_all(engine, base.metadata)
-            with engine.begin() as conn:
+        with engine.connect() as conn:
+            if form in ("enum", "enum-upper", "enum-003"):
+                base = UpperPhase2Base if form != "enum" else Phase2Base
+                create_all(conn, base.metadata)
                 insert_stage1(conn, priority=True)
                 insert_stage2(conn, PRIORITIES["enum" if form == "enum" else "enum-upper"])
-            if form == "enum-003":
-                run_script(engine, "003_fix_priority_enum_case.sql", one_transaction=False)
-        else:
-            create_all(engine, Stage1Base.metadata)
-            with engine.begin() as conn:
+                if form == "enum-003":
+                    run_script(conn, "003_fix_priority_enum_case.sql", one_transaction=False)
+            else:
+                create_all(conn, Stage1Base.metadata)
                 insert_stage1(conn)
-            if generation != "L1":
-                run_script(engine, "001_add_priority_column.sql")
-                create_all(engine, Phase2Base.metadata)  # the app's next start-up
-                with engine.begin() as conn:
+                if generation != "L1":
+                    run_script(conn, "001_add_priority_column.sql")
+                    create_all(conn, Phase2Base.metadata)  # the app's next start-up
                     insert_stage2(conn, PRIORITIES["varchar"])
-        if generation == "L3":
-            run_script(engine, "008_add_advanced_features.sql")
-            create_all(engine, Phase3Base.metadata)
-            with engine.begin() as conn:
+            if generation == "L3":
+                run_script(conn, "008_add_advanced_features.sql")
+                create_all(conn, Phase3Base.metadata)
                 insert_stage3(conn)
-        with engine.begin() as conn:
             conn.execute(text("DELETE FROM tasks WHERE title LIKE 'deleted later%'"))
-            if foreign:
-                conn.exec_driver_sql((SQL / "foreign_tables.sql").read_text())
+            conn.commit()
     finally:
         engine.dispose()
 
 
-def create_all(engine: object, metadata: MetaData) -> None:
+def create_all(conn: Connection, metadata: MetaData) -> None:
     """The app's init_db(): MetaData.create_all (checkfirst, as the app calls it)."""
-    metadata.create_all(engine)  # type: ignore[arg-type]
+    metadata.create_all(conn)
+    conn.commit()
 
 
-def run_script(engine: object, name: str, *, one_transaction: bool = True) -> None:
+def run_script(conn: Connection, name: str, *, one_transaction: bool = True) -> None:
     """A hand-run script from sql/: in one transaction, or (003) committing each statement."""
-    statements = [
-        s.strip()
-        for s in "\n".join(
-            line for line in (SQL / name).read_text().splitlines() if not line.startswith("--")
-        ).split(";")
-        if s.strip()
-    ]
-    with engine.connect() as conn:  # type: ignore[attr-defined]
-        for statement in statements:
-            conn.exec_driver_sql(statement)
-            if not one_transaction:
-                conn.commit()
-        conn.commit()
+    lines = (SQL / name).read_text().splitlines()
+    script = "\n".join(line for line in lines if not line.startswith("--"))
+    for statement in filter(None, (s.strip() for s in script.split(";"))):
+        conn.exec_driver_sql(statement)
+        if not one_transaction:
+            conn.commit()
+    conn.commit()
 
 
 def insert_stage1(conn: Connection, priority: bool = False) -> None:

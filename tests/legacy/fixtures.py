@@ -1,4 +1,4 @@
-"""Fixtures for the adoption tests: each legacy shape built once per module as a template
+"""Fixtures for the adoption tests: each legacy shape built once per session as a template
 database, and copied (CREATE DATABASE ... TEMPLATE, 0.02 s) for each test.
 Test modules load them with `pytest_plugins = ("tests.legacy.fixtures",)`."""
 
@@ -31,7 +31,7 @@ class Templates:
         return self.built[shape]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def legacy(pg_server: PgServer) -> Iterator[Templates]:
     """legacy[shape] -> the template database of that shape (tests/legacy/build.py)."""
     with ExitStack() as stack:

@@ -30,14 +30,23 @@ def generate(rows: int, *, phase3: bool = False) -> str:
 
 
 class Writer(threading.Thread):
-    """Inserts, updates and deletes tasks without pause (autocommit; statements valid on the
+    """Inserts, updates and deletes tasks, `pause` apart (autocommit; statements valid on the
     legacy table and on the adopted one), recording what it did and how long each write took.
 
     Writer `seed` of `count` updates and deletes only the ids seed, seed + count, ... below
     `rows`, so no two writers touch the same row."""
 
-    def __init__(self, dsn: str, seed: int, count: int, rows: int, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        seed: int,
+        count: int,
+        rows: int,
+        stop: threading.Event,
+        pause: float = 0.0,
+    ) -> None:
         super().__init__()
+        self.pause = pause  # seconds between two writes
         self.dsn, self.seed, self.count, self.rows, self.stop = dsn, seed, count, rows, stop
         self.rng = random.Random(seed)
         self.inserted: dict[int, str] = {}
@@ -58,6 +67,7 @@ class Writer(threading.Thread):
             with psycopg.connect(self.dsn, autocommit=True, prepare_threshold=None) as conn:
                 while not self.stop.is_set():
                     self.write(conn)
+                    time.sleep(self.pause)
         except BaseException as exc:
             self.error = exc
 
