@@ -214,6 +214,7 @@ class Adoption:
                 plan.zone,
                 other,
             )
+            self.say_clock_changes(shape.table, naive, plan.zone)
         unasked = {
             name: "; ".join(
                 f"-x adopt-fix={fix} ({FIXES[fix]}) may repair them"
@@ -257,6 +258,41 @@ class Adoption:
                 "cause and run it again"
             ) from exc
         return False
+
+    def say_clock_changes(self, table: str, naive: list[str], zone: str) -> None:
+        """In a zone with daylight saving time, how many naive values fall on a change, and
+        how PostgreSQL reads them (a notice: both readings are valid instants)."""
+        if zone == "UTC":
+            return
+        z = "CAST(:z AS text)"
+        # Skipped: the instant does not read back as the same wall-clock time. Twice: the
+        # same wall-clock time an hour (or half an hour) earlier is another instant.
+        parts = []
+        for c in naive:
+            back = f"(({c} AT TIME ZONE {z}) AT TIME ZONE {z})"
+            twice = " OR ".join(
+                f"(({c} AT TIME ZONE {z}) - interval '{m} minutes') AT TIME ZONE {z} = {c}"
+                for m in (30, 60)
+            )
+            parts.append(f"count(*) FILTER (WHERE {back} <> {c})")
+            parts.append(f"count(*) FILTER (WHERE {twice})")
+        with self.conn.begin():
+            self.conn.execute(text("SET LOCAL statement_timeout = 0"))  # a reader's scan
+            counts = self.conn.execute(
+                text(f"SELECT {', '.join(parts)} FROM {table}"), {"z": zone}
+            ).one()
+        skipped, repeated = int(sum(counts[0::2])), int(sum(counts[1::2]))
+        if skipped or repeated:
+            log.info(
+                "%d of those values fall on a daylight saving change of %s: %d in an hour the "
+                "clocks skipped (read with the offset before the change, e.g. 02:30 as 03:30 "
+                "summer time), %d in an hour that happened twice (read as the second, in "
+                "standard time).",
+                skipped + repeated,
+                zone,
+                skipped,
+                repeated,
+            )
 
     def refuse_dependents(self, table: str) -> None:
         """Other objects that depend on the legacy table (views, foreign keys, ...) would be

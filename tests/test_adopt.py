@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ from tests.checks.rls import (
     read_tables,
     rule_findings,
 )
+from tests.legacy.build import AUTUMN, GAP
 from tests.legacy.build import SHAPES as BUILT
 from tests.legacy.revisions import compare_revisions, render_revisions
 from tests.legacy.run import adopt, as_utc, execute, expected, scalar, task_rows
@@ -280,8 +282,8 @@ def test_an_unknown_shape_is_refused_naming_the_difference(
 
 def test_a_database_equal_to_a_revision_is_recorded_as_it(pg_server: PgServer) -> None:
     """A database that a revision's migrations built but whose alembic_version is gone is
-    recognised as that revision (the first of its history's middle, here), recorded, and
-    upgraded to head like any other."""
+    recognised as that revision (its history's middle one, here) and recorded as it; the
+    adoption command on a database under migrations is a plain upgrade."""
     revs = history(alembic_config())
     middle = revs[len(revs) // 2].revision
     with pg_server.database("at_rev") as name:
@@ -289,6 +291,8 @@ def test_a_database_equal_to_a_revision_is_recorded_as_it(pg_server: PgServer) -
         execute(pg_server, name, "DROP TABLE alembic_version")
         adopt(pg_server.url(name), target=middle)
         assert scalar(pg_server, name, "SELECT version_num FROM alembic_version") == middle
+        adopt(pg_server.url(name))
+        assert scalar(pg_server, name, "SELECT version_num FROM alembic_version") == head()
 
 
 def test_the_plan_changes_nothing_and_options_are_checked(
@@ -305,6 +309,11 @@ def test_the_plan_changes_nothing_and_options_are_checked(
     adopt(url, adopt="plan", adopt_timezone="Europe/Berlin")
     said = caplog.text
     assert "legacy shape L2/enum-upper" in said and "read as Europe/Berlin times" in said
+    # The fixture's 02:30 on 30 March (skipped) and on 26 October (twice), in Berlin.
+    values = [v for row in task_rows(url).values() for v in row.values()]
+    skipped, twice = (values.count(datetime.fromisoformat(t)) for t in (GAP, AUTUMN))
+    assert f"Europe/Berlin: {skipped} in an hour the clocks skipped" in said
+    assert f"summer time), {twice} in an hour that happened twice" in said
     assert "every row of tasks meets the contract" in said and "Nothing was changed" in said
     with engine.connect() as conn:
         assert describe(conn, None) == before

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import URL
 
 from migrations.adoption.shapes import SHAPES
+from models.local import pg_program
 from tests.checks.common import history, schema_ddl
 from tests.legacy.run import adopt, as_utc, execute, expected, scalar, task_rows
 from tests.legacy.writers import Writer, generate
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from tests.legacy.fixtures import CopyOf
 
 pytest_plugins = ("tests.legacy.fixtures",)
+VOLATILE = ("--", "\\restrict", "\\unrestrict", "SET ", "SELECT pg_catalog.set_config")
 L3 = "L3/varchar"
 FIX: dict[str, Any] = {"adopt_fix": "priority-case"}  # its rows hold 'HIGH', as the app wrote it
 
@@ -112,8 +115,10 @@ def test_the_alembic_command_adopts_as_the_tests_do(
 ) -> None:
     """The real `alembic -x adopt=true ... upgrade head` process (the direct URL in
     DATABASE_URL, nothing handed in) adopts a legacy database to the pg_dump of a fresh
-    head, as the in-process runs of the other tests do."""
+    head, as the in-process runs of the other tests do; the other tools' tables beside it
+    keep their rows byte for byte (pg_dump --data-only of them, before and after)."""
     name = copy_of("L2/varchar", foreign=True)
+    neighbours = foreign_data(pg_server, name)
     done = run_alembic(
         "-x",
         "adopt=true",
@@ -126,3 +131,22 @@ def test_the_alembic_command_adopts_as_the_tests_do(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "legacy shape L2/varchar" in done.stderr
     assert schema_ddl(pg_server, name) == fresh_ddl
+    assert foreign_data(pg_server, name) == neighbours
+    assert foreign_data(pg_server, name) == neighbours
+
+
+def foreign_data(server: PgServer, dbname: str) -> str:
+    """pg_dump --data-only of the other tools' tables (tests/legacy/sql/foreign_tables.sql)."""
+    tables = ["user", "session", "account", "verification", "conversations", "messages"]
+    out = subprocess.run(
+        [
+            pg_program("pg_dump"),
+            "--data-only",
+            *(f"--table=public.{t}" for t in tables),
+            server.dsn(dbname),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return "\n".join(line for line in out.stdout.splitlines() if not line.startswith(VOLATILE))
