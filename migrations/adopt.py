@@ -180,6 +180,8 @@ class Adoption:
             log.info("Plan: %s (alembic stamp), then upgraded as usual. Nothing was changed.", say)
             return True
         with self.conn.begin():
+            # An earlier adoption attempt left behind (its scratch schema) goes with it.
+            self.conn.execute(text(f"DROP SCHEMA IF EXISTS {SCRATCH} CASCADE"))
             MigrationContext.configure(self.conn).stamp(self.script, revision)
         log.info("Adopted: %s; the upgrade goes on from there.", say)
         return False

@@ -21,6 +21,7 @@ a copy resumes after its last committed batch; the swap happened or did not.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -157,12 +158,15 @@ class Converter:
         with self.search_path(SCRATCH):
             for rev in revisions:
                 with context.begin_transaction(), Operations.context(context):
-                    rev.module.upgrade()
+                    # The revision's own function (unwrap: not env.py's run bookkeeping).
+                    inspect.unwrap(rev.module.upgrade)()
                 self.crash(f"build {rev.revision}")
 
     @contextmanager
     def search_path(self, path: str) -> Iterator[None]:
+        """The session's search_path set to `path` while the block runs, then put back."""
         with self.conn.begin():
+            was = self.conn.execute(text("SELECT current_setting('search_path')")).scalar()
             self.conn.execute(text(f"SET search_path = {path}"))
         try:
             yield
@@ -170,7 +174,7 @@ class Converter:
             if self.conn.in_transaction():
                 self.conn.rollback()
             with self.conn.begin():
-                self.conn.execute(text("RESET search_path"))
+                self.conn.execute(text("SELECT set_config('search_path', :p, false)"), {"p": was})
 
     # 2. sync: every write to the legacy table mirrored into the new one
     def sync(self) -> None:
@@ -253,6 +257,21 @@ END $$"""
                 self.conn.execute(text(f"UPDATE {PROGRESS} SET copied = :u"), {"u": upto})
             copied, n = upto, n + 1
             self.crash(f"copy {n}")
+        self.vacuum()
+
+    def vacuum(self) -> None:
+        """VACUUM (ANALYZE) the new table: its statistics are there from the swap on (the
+        planner's), and the swap's count reads its index, not its pages. Outside any
+        transaction (VACUUM cannot run in one), without statement_timeout (it blocks no
+        writer); rerunnable."""
+        level = self.conn.get_isolation_level()
+        self.conn.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            with self.conn.begin():
+                self.conn.execute(text("SET statement_timeout = 0"))  # the run's end resets it
+                self.conn.execute(text(f"VACUUM (ANALYZE) {self.new}"))
+        finally:
+            self.conn.execution_options(isolation_level=level)
 
     # 4. swap: the new table takes the legacy one's place; the revision is recorded
     def swap(self) -> None:
