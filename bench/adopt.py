@@ -25,7 +25,7 @@ STEPS = [
     ("data check (one read-only scan)", "Data check:"),
     ("build the target revision's schema beside it", "built revision"),
     ("sync trigger on the legacy table", "is now mirrored"),
-    ("copy the rows (batches of 10,000)", "copied; swapping"),
+    ("copy the rows (batches of 5,000)", "copied; swapping"),
     ("swap the tables (ACCESS EXCLUSIVE), record the revision", "swapped:"),
     ("the ordinary revisions after it, to head", None),
 ]

@@ -18,7 +18,7 @@ Options (`-x key=value`, or `config.attributes["adopt"] = {key: value}` from Pyt
   adopt=true|plan         adopt / only report the plan and the data check
   adopt-timezone=ZONE     the zone naive timestamps were written in (default UTC)
   adopt-fix=a,b           lossless fixes, never applied unasked (shapes.FIXES)
-  adopt-batch=N           rows per copy transaction (default 10000)
+  adopt-batch=N           rows per copy transaction (default 5000)
   adopt-crash-at=POINT    tests only: SIGKILL this process at a step boundary
 """
 
@@ -43,7 +43,7 @@ log = logging.getLogger("models")
 COMMAND = "alembic -x adopt=true upgrade head"
 OPTIONS = ("adopt", "adopt-timezone", "adopt-fix", "adopt-batch", "adopt-crash-at")
 SCRATCH = "todo_adopt"  # convert.SCRATCH (not imported: the detection stays this module)
-BATCH = 10_000
+BATCH = 5_000
 LOCK_NOT_AVAILABLE = "55P03"
 DETECTED = (
     "this database was built without migrations (table {table} exists, alembic_version "

@@ -157,7 +157,7 @@ L1 = Shape(
 )
 
 
-def _l2(form: str) -> Shape:
+def phase2(form: str) -> Shape:
     words, column, enums = PRIORITY[form]
     return replace(
         L1,
@@ -169,8 +169,8 @@ def _l2(form: str) -> Shape:
     )
 
 
-def _l3(form: str) -> Shape:
-    l2 = _l2(form)
+def phase3(form: str) -> Shape:
+    l2 = phase2(form)
     return replace(
         l2,
         name=f"L3/{form}",
@@ -181,4 +181,4 @@ def _l3(form: str) -> Shape:
     )
 
 
-SHAPES: tuple[Shape, ...] = (L1, *map(_l2, PRIORITY), *map(_l3, PRIORITY))
+SHAPES: tuple[Shape, ...] = (L1, *map(phase2, PRIORITY), *map(phase3, PRIORITY))
