@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from sqlalchemy import create_engine, pool, text
 
@@ -99,7 +100,8 @@ def in_place_seconds(server: PgServer, template: str) -> float:
             engine.dispose()
 
 
-def run(server: PgServer, sizes: Sizes) -> Table:
+def run(server: PgServer, sizes: Sizes, adopted: Callable[[str], None] | None = None) -> Table:
+    """The benchmark; `adopted(dbname)` (tests) sees the adopted database before it goes."""
     rows = max(sizes.rows)
     with server.database("adopt_legacy") as template:
         build(server.url(template), SHAPE)
@@ -110,6 +112,8 @@ def run(server: PgServer, sizes: Sizes) -> Table:
             lines, writers, start, end = adopt_under_load(
                 server.dsn(name), rows, sizes.writers, sizes.around
             )
+            if adopted is not None:
+                adopted(name)
     table = Table(
         "10. Adopting a legacy database under write load",
         f"{rows:,} legacy rows in the shape {SHAPE} (create_all() + the app's hand scripts "

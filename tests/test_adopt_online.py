@@ -11,14 +11,17 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from sqlalchemy import URL
 
+from bench import adopt as bench_adopt
+from bench.harness import SMOKE
 from migrations.adoption.shapes import SHAPES
 from models.local import pg_program
 from tests.checks.common import history, schema_ddl
 from tests.legacy.run import adopt, as_utc, execute, expected, scalar, task_rows
 from tests.legacy.writers import Writer, generate
-from tests.support import PgServer, alembic_config, head, run_alembic
+from tests.support import PgServer, alembic_config, head
 
 if TYPE_CHECKING:
     from tests.legacy.fixtures import CopyOf
@@ -30,9 +33,10 @@ FIX: dict[str, Any] = {"adopt_fix": "priority-case"}  # its rows hold 'HIGH', as
 
 
 def crash_points() -> list[str]:
-    """Every step boundary of an adoption of L3 in batches of 5 rows (docs/adopting.md)."""
+    """A point in each kind of state an adoption can be killed in (convert.py): a build
+    begun, a build done, the trigger on, a copy begun, inside the swap, after it."""
     first = history(alembic_config())[0].revision
-    return ["prepare", f"build {first}", "built", "synced", "copy 1", "copy 2", "swap", "swapped"]
+    return [f"build {first}", "built", "synced", "copy 1", "swap", "swapped"]
 
 
 def killed_at(url: URL, point: str) -> int:
@@ -53,10 +57,12 @@ def test_a_kill_at_any_step_then_the_same_command_finishes(
     """SIGKILL at each step boundary in turn (and inside the swap's transaction), the same
     command run again after each: every kill leaves every row (in the legacy table before
     the swap, converted after it), and the last run ends at head with a fresh head's
-    pg_dump and every row mapped."""
+    pg_dump and every row mapped; the other tools' tables beside it keep their rows byte
+    for byte (pg_dump --data-only of them, before and after)."""
     name = copy_of(L3, foreign=True)
     url = pg_server.url(name)
     legacy_rows = task_rows(url)
+    neighbours = foreign_data(pg_server, name)
     adopted_rows = as_utc(expected(legacy_rows, fixes=("priority-case",)))
     for point in crash_points():
         status = killed_at(url, point)
@@ -68,6 +74,7 @@ def test_a_kill_at_any_step_then_the_same_command_finishes(
     assert scalar(pg_server, name, "SELECT version_num FROM alembic_version") == head()
     assert schema_ddl(pg_server, name) == fresh_ddl
     assert as_utc(task_rows(url)) == adopted_rows
+    assert foreign_data(pg_server, name) == neighbours
 
 
 ROWS = 100_000
@@ -100,39 +107,41 @@ def test_writers_go_on_while_100k_rows_are_adopted(pg_server: PgServer, copy_of:
     assert [w.error for w in writers] == [None, None]
     assert all(len(w.waits) > 10 for w in writers)
     assert max(w.longest for w in writers) < 5.0  # MIGRATION_LOCK_TIMEOUT_SECONDS
-    rows = task_rows(url)
     inserted = sum(len(w.inserted) for w in writers)
     deleted = sum(len(w.deleted) for w in writers)
-    assert len(rows) == legacy + inserted - deleted
+    count = scalar(pg_server, name, "SELECT count(*) FROM tasks")
+    assert count == legacy + inserted - deleted
     for writer in writers:
-        assert all(rows[i]["title"] == t for i, t in writer.inserted.items())
-        assert all(rows[i]["title"] == t for i, t in writer.titled.items())
-        assert not writer.deleted & rows.keys()
+        touched = [*writer.inserted, *writer.titled, *writer.deleted]
+        found = dict(
+            rows_of(pg_server, name, "SELECT id, title FROM tasks WHERE id = ANY(%s)", touched)
+        )
+        assert found == {**writer.inserted, **writer.titled}
 
 
-def test_the_alembic_command_adopts_as_the_tests_do(
-    pg_server: PgServer, copy_of: CopyOf, fresh_ddl: str
+def test_the_alembic_process_adopts_under_load_as_the_tests_do(
+    pg_server: PgServer, head_template: str
 ) -> None:
-    """The real `alembic -x adopt=true ... upgrade head` process (the direct URL in
-    DATABASE_URL, nothing handed in) adopts a legacy database to the pg_dump of a fresh
-    head, as the in-process runs of the other tests do; the other tools' tables beside it
-    keep their rows byte for byte (pg_dump --data-only of them, before and after)."""
-    name = copy_of("L2/varchar", foreign=True)
-    neighbours = foreign_data(pg_server, name)
-    done = run_alembic(
-        "-x",
-        "adopt=true",
-        "-x",
-        "adopt-fix=priority-case",
-        "upgrade",
-        "head",
-        env={"DATABASE_URL": pg_server.dsn(name)},
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "legacy shape L2/varchar" in done.stderr
-    assert schema_ddl(pg_server, name) == fresh_ddl
-    assert foreign_data(pg_server, name) == neighbours
-    assert foreign_data(pg_server, name) == neighbours
+    """The real `alembic -x adopt=true ... upgrade head` process (the benchmark's smoke run,
+    bench/adopt.py: a legacy L3 while writers write) goes through every step and builds
+    the pg_dump of a fresh head, as the in-process runs of the other tests do."""
+    with pg_server.database("fresh", template=head_template) as fresh:
+        want = schema_ddl(pg_server, fresh)
+    seen: list[tuple[str, object]] = []
+
+    def adopted(name: str) -> None:
+        version = scalar(pg_server, name, "SELECT version_num FROM alembic_version")
+        seen.append((schema_ddl(pg_server, name), version))
+
+    table = bench_adopt.run(pg_server, SMOKE, adopted)
+    assert seen == [(want, head())]
+    assert [row[0] for row in table.rows[:-2]] == [label for label, _ in bench_adopt.STEPS]
+
+
+def rows_of(server: PgServer, dbname: str, sql: str, ids: list[int]) -> list[tuple[int, str]]:
+    """The rows a query with one parameter (a list of ids) returns."""
+    with psycopg.connect(server.dsn(dbname)) as conn:
+        return [(int(i), str(t)) for i, t in conn.execute(sql, (ids,))]
 
 
 def foreign_data(server: PgServer, dbname: str) -> str:

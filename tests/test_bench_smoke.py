@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import adopt, chain, contract, deploy, isolation, listing, online, pooler, rls, suite
+from bench import chain, contract, deploy, isolation, listing, online, pooler, rls, suite
 from bench.harness import SMOKE, Sizes
 from tests import pgbouncer as pgb
 from tests.support import PgServer
@@ -104,10 +104,3 @@ def test_rls_benchmark_compares_the_list_query_with_and_without_rls(pg_server: P
     assert [row[2] for row in table.rows] == [rls.WITHOUT, rls.BOUND, rls.WITH] * 4
     assert all(row[3].startswith("Limit") for row in table.rows)
     assert "set_config" in table.notes[0]
-
-
-def test_adopt_benchmark_times_each_step_under_write_load(pg_server: PgServer) -> None:
-    """10: the adoption command runs on a legacy L3 while writers write; every step timed."""
-    table = adopt.run(pg_server, SMOKE)
-    assert [row[0] for row in table.rows[:-2]] == [label for label, _ in adopt.STEPS]
-    assert all(int(row[2].replace(",", "")) >= 0 for row in table.rows[:-1])
