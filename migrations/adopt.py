@@ -77,7 +77,11 @@ def refuse_in_transaction(conn: Connection) -> None:
     state = _state(conn)
     if state is not None:
         raise CommandError(
-            _refusal(state).replace(COMMAND, f"{COMMAND}` on a connection of its own, `")
+            _refusal(state).replace(
+                "; nothing was changed",
+                " (on a connection of its own: not in a caller's open transaction); nothing "
+                "was changed",
+            )
         )
 
 

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from alembic import command
+from alembic.config import Config
 from alembic.util import CommandError
-from sqlalchemy import create_engine, pool, text
+from sqlalchemy import Connection, create_engine, pool, text
 from sqlmodel import Session
 
 from migrations.adopt import COMMAND
@@ -155,8 +156,9 @@ def test_every_command_refuses_a_database_built_without_migrations(
     pg_server: PgServer, copy_of: CopyOf, tmp_path: Path
 ) -> None:
     """upgrade, downgrade, stamp, check and revision --autogenerate on a legacy database
-    each stop with the one line naming the adoption command, never "relation already
-    exists", and the database is unchanged (pg_dump before and after)."""
+    (and an upgrade joining a caller's transaction) each stop with the one line naming the
+    adoption command, never "relation already exists", and the database is unchanged
+    (pg_dump before and after)."""
     name = copy_of("L1", foreign=True)
     before = schema_ddl(pg_server, name)
     engine = create_engine(pg_server.url(name), poolclass=pool.NullPool)
@@ -171,6 +173,7 @@ def test_every_command_refuses_a_database_built_without_migrations(
                 "revision": lambda: command.revision(
                     cfg, "x", autogenerate=True, version_path=str(tmp_path)
                 ),
+                "upgrade in the caller's transaction": lambda: joined(conn, cfg),
             }
             for what, attempt in attempts.items():
                 with pytest.raises(CommandError) as caught:
@@ -182,6 +185,12 @@ def test_every_command_refuses_a_database_built_without_migrations(
         engine.dispose()
     assert list(tmp_path.iterdir()) == []
     assert schema_ddl(pg_server, name) == before
+
+
+def joined(conn: Connection, cfg: Config) -> None:
+    """`alembic upgrade head` on a connection already in a transaction (env.py joins it)."""
+    with conn.begin():
+        command.upgrade(cfg, "head")
 
 
 DIRTY = """
