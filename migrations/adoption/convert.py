@@ -67,6 +67,11 @@ class Plan:
         return f"{self.shape.name} -> {self.shape.target}; zone {self.zone}; fixes {fixes or '-'}"
 
 
+def literal_colons(sql: str) -> str:
+    """SQL for sqlalchemy.text() in which no ':name' is a bind parameter (a shape's SQL)."""
+    return sql.replace(":", "\\:")
+
+
 def quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -224,7 +229,7 @@ END $$"""
             cast = (
                 f"({value})::text::{SCRATCH}.{type_}" if type_ in self.plan.target.enums else value
             )
-            found[name] = cast
+            found[name] = literal_colons(cast)
         return found
 
     # 3. copy: the rows committed before the trigger, in batches
