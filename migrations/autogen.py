@@ -75,7 +75,7 @@ from migrations.enums import (
 from migrations.ops import UPDATED_AT_FUNCTION, not_null_check_name, updated_at_trigger_name
 
 log = logging.getLogger("models")
-CONVENTION = "README, Daily workflow"
+CONVENTION = "see docs/workflow.md"
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 

@@ -165,7 +165,7 @@ def value_changes(
             "cannot drop or move an enum value: write the revision by hand: CREATE TYPE a new "
             "type, ALTER COLUMN ... TYPE it USING col::text::<new type> (after moving the "
             "rows off the old value), DROP TYPE the old one; or expand/contract with a new "
-            "column (README, Daily workflow)"
+            "column (see docs/workflow.md)"
         )
     added = []
     for n, value in enumerate(new):

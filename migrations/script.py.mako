@@ -4,7 +4,7 @@ Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}
 Create Date: ${create_date}
 
-Review before committing (README, "Daily workflow"): names come from the naming
+Review before committing (docs/workflow.md): names come from the naming
 convention, server defaults are explicit, an enum is varchar + a named CHECK or a native
 type created before its column and dropped after it (new values: ops.add_enum_value, in
 a revision of their own), an index on an existing table is built CONCURRENTLY

@@ -81,7 +81,7 @@ ROW_LEVEL_SECURITY: dict[str, tuple[Policy, ...]] = {"tasks": own_rows_only("tas
 def create_app_role(conn: Connection, role: str = APP_ROLE) -> None:
     """Create the app role on this server unless it exists (roles are server-wide).
 
-    For the embedded default and the tests; on Neon see the README ("Security model").
+    For the embedded default and the tests; on Neon see docs/security.md.
     """
     conn.exec_driver_sql(
         "DO $$ BEGIN "

@@ -234,7 +234,7 @@ def open_server(workdir: Path, *, durable: bool = True) -> Iterator[PgServer]:
 
 
 def with_app_role(server: PgServer) -> None:
-    """Create the app role on the server (the migrations require it; README, Security model)."""
+    """Create the app role on the server (the migrations require it; docs/security.md)."""
     engine = create_engine(server.url(), poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:

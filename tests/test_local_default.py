@@ -26,7 +26,7 @@ def test_upgrade_head_on_the_embedded_default(memory_path: Path) -> None:
     assert "No new upgrade operations detected." in done.stdout
     assert "(head)" in done.stdout
     assert (pgdata / "PG_VERSION").exists()
-    # The developer's SQL prompt reaches that same data (README, "Daily workflow").
+    # The developer's SQL prompt reaches that same data (docs/workflow.md).
     prompt = ("-m", "models.local", "-At", "-c", "SELECT version_num FROM alembic_version")
     asked = run_python(*prompt, env={"LOCAL_PGDATA": str(pgdata)}, timeout=60)
     assert asked.returncode == 0, asked.stdout + asked.stderr

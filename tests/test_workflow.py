@@ -276,7 +276,7 @@ def test_a_unique_partial_descending_index_is_built_and_dropped_concurrently(
 
 
 def test_a_check_by_hand_is_added_not_valid_then_validated(work: Workspace) -> None:
-    """The README's CHECK pattern: NOT VALID in one revision (new rows are checked), then
+    """The CHECK pattern of docs/workflow.md: NOT VALID in one revision (new rows are checked), then
     ops.validate_constraint in the next; both lint-clean; an old bad row stops VALIDATE."""
     name, check = 'op.f("ck_tasks_wf_short")', '"length(title) < 100"'
     add = f'op.create_check_constraint({name}, "tasks", {check}, postgresql_not_valid=True)'

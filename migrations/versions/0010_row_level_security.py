@@ -15,7 +15,7 @@ of its own, not through a setting the app role could change. The app role gets S
 INSERT, UPDATE, DELETE on the tables and USAGE on their sequences, nothing more.
 
 The app role `todo_app` is server-wide, so this revision requires it and neither creates
-nor drops it (README, "Security model"). Only catalog changes: no row is touched, and the
+nor drops it (docs/security.md). Only catalog changes: no row is touched, and the
 ALTER TABLEs hold their lock for milliseconds. Downgrade removes all of it.
 """
 
@@ -40,7 +40,7 @@ BEGIN
     SELECT rolsuper OR rolbypassrls INTO unsafe FROM pg_roles WHERE rolname = '{APP_ROLE}';
     IF unsafe IS NULL THEN
         RAISE EXCEPTION 'role {APP_ROLE} does not exist: create it first (CREATE ROLE '
-            '{APP_ROLE} LOGIN PASSWORD ''...''; see README, "Security model")';
+            '{APP_ROLE} LOGIN PASSWORD ''...''; see docs/security.md)';
     ELSIF unsafe THEN
         RAISE EXCEPTION 'role {APP_ROLE} is a superuser or has BYPASSRLS, which row-level '
             'security cannot stop: ALTER ROLE {APP_ROLE} NOSUPERUSER NOBYPASSRLS';
