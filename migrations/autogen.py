@@ -128,11 +128,7 @@ class ValidateConstraint(MigrateOperation):
     def drop(self) -> alembic_ops.DropConstraintOp:
         """The DROP CONSTRAINT that comes before adding it again NOT VALID."""
         return alembic_ops.DropConstraintOp(
-            self.added.constraint_name,
-            self.table,
-            type_=self.kind,
-            schema=self.schema,
-            _reverse=self.added,
+            self.added.constraint_name, self.table, type_=self.kind, schema=self.schema
         )
 
 
@@ -509,11 +505,7 @@ def _enum_value_changes(
             old = alembic_ops.CreateCheckConstraintOp(
                 check.name, table.name, sa.text(found[name]), schema=table.schema
             )
-            ops_.append(
-                alembic_ops.DropConstraintOp(
-                    check.name, table.name, type_="check", schema=table.schema, _reverse=old
-                )
-            )
+            ops_.append(alembic_ops.DropConstraintOp.from_constraint(old.to_constraint()))
             added = alembic_ops.CreateCheckConstraintOp(
                 check.name,
                 table.name,

@@ -21,6 +21,9 @@ constraint `NOT VALID` (`op.create_check_constraint(..., postgresql_not_valid=Tr
 - `validate_constraint`: VALIDATE it, a scan that blocks no writer;
 - `set_not_null` / `drop_not_null`: NOT NULL through a validated `CHECK (col IS NOT NULL)`,
   so SET NOT NULL skips its own scan under ACCESS EXCLUSIVE (PostgreSQL 12+).
+
+For a new table made with models/base.py's TableBase (autogenerate writes them):
+`create_updated_at_trigger` / `drop_updated_at_trigger`, in the revision's transaction.
 """
 
 from __future__ import annotations

@@ -153,8 +153,7 @@ def test_a_tenant_table_from_the_base_passes_every_check_untouched(
     cfg = synthetic.config()
     checks.check_models_match(cfg, synthetic.server, metadata)
     checks.check_lint(cfg)
-    checks.check_stairway(cfg, synthetic.server)
-    checks.check_downgrade_leaves_no_trace(cfg, synthetic.server)
+    checks.check_stairway(cfg, synthetic.server, since="0001")  # up, down (no trace), up
     checks.check_data_survives(cfg, synthetic.server)
     checks.check_offline_matches_online(cfg, synthetic.server)
     checks.check_one_transaction_or_rerunnable(cfg)

@@ -122,6 +122,7 @@ def test_a_history_leaves_other_tools_tables_alone_and_drops_its_own(
         sa.Table("user", mapped, sa.Column("id", sa.Integer, primary_key=True))
         with engine.connect() as conn:
             model_of_user = space.config(mapped, connection=conn)
+            model_of_user.set_section_option("ownership", "foreign_tables", "")  # undeclared
             with pytest.raises(CommandError, match=r"column user\.email .* not in the models"):
                 command.check(model_of_user)  # a model names it: ours, compared
             model_of_user.set_section_option("ownership", "foreign_tables", "user")
@@ -137,8 +138,10 @@ def test_the_checks_and_the_snapshot_leave_other_tools_tables_out(
 ) -> None:
     """On a server whose new databases hold the auth tables: the snapshot is the one
     without them, the models match, and data survives (no sample row is written to them:
-    they refuse writes); each run names them in one line."""
+    they refuse writes); each run names them in one line. Nothing declares them here
+    (alembic.ini does): that they are no model's and no revision's is enough."""
     cfg = history(tmp_path)
+    cfg.set_section_option("ownership", "foreign_tables", "")
     with caplog.at_level(logging.INFO, logger="models"):
         alone = checks.render_snapshot(cfg, pg_server)
         assert checks.render_snapshot(cfg, neighbours) == alone
@@ -164,9 +167,17 @@ def test_which_tables_a_history_creates(tmp_path: Path) -> None:
             op.rename_table("log", "journal")
             """,
         ),
+        a0003=revision(
+            "0003",
+            "0002",
+            """
+            op.get_bind().execute(sa.text("SELECT 1"))  # cannot run offline: source read
+            op.create_table("scratch", sa.Column("id", sa.Integer))
+            """,
+        ),
     )
     made = revision_tables(scripts(cfg))
-    assert made == {"items", "Audit", "log", "totals", "journal"}
+    assert made == {"items", "Audit", "log", "totals", "journal", "scratch"}
     assert tables_in_sql('create unlogged table "we""ird" (x int)') == {'we"ird'}
     owned = Ownership(
         models=frozenset({"notes"}), revisions=made, declared=frozenset({"log"}), prefixes=("au",)
