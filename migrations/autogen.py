@@ -297,12 +297,13 @@ def serial_id(table: sa.Table) -> str | None:
     )
     if bits == 64 and not serial:
         return None
-    sql = column.type.compile(dialect=_PG)
-    kind = {16: "SMALLSERIAL", 32: "SERIAL", 64: "BIGSERIAL"}[bits] if serial else sql
-    lint = "prefer-identity" if bits == 64 else "prefer-bigint-over-int, prefer-identity"
-    if not serial:
-        lint = "prefer-bigint-over-int"
-    return f"{table.name}.{column.name} is {kind} (the lint, check 8, refuses it: {lint})"
+    kind = {16: "SMALLSERIAL", 32: "SERIAL", 64: "BIGSERIAL"}[bits] if serial else None
+    rules = ["prefer-bigint-over-int"] if bits < 64 else []
+    rules += ["prefer-identity"] if serial else []
+    return (
+        f"{table.name}.{column.name} is {kind or column.type.compile(dialect=_PG)} "
+        f"(the lint, check 8, refuses it: {', '.join(rules)})"
+    )
 
 
 def updated_at_by_trigger(table: sa.Table) -> bool:

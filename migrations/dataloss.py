@@ -244,10 +244,13 @@ def _refuse_narrowing(
                 fix=f"change those values first, or keep a wider type; {FLAG} cannot help",
                 unchanged="nothing was changed",
             )
+    guarded = _guarded(operations)
+    if not guarded and (narrowing.cut is None or "postgresql_using" in operation.kw):
+        return  # allowed, and nothing to cut: PostgreSQL rounds them itself
     lossy = _count(operations, table, f"({narrowing.lossy}) IS TRUE", schema)
     if not lossy:
         return
-    if _guarded(operations):
+    if guarded:
         raise DataLossRefused(
             where,
             lossy,
@@ -259,8 +262,7 @@ def _refuse_narrowing(
             consent="cut or round them",
             unchanged="nothing was changed",
         )
-    if narrowing.cut is not None and "postgresql_using" not in operation.kw:
-        operation.kw["postgresql_using"] = narrowing.cut
+    operation.kw["postgresql_using"] = narrowing.cut
 
 
 # ------------------------------------------------------------------------ enum values
