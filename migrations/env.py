@@ -43,7 +43,7 @@ from sqlalchemy.types import TypeDecorator
 from migrations.dataloss import FLAG, GUARD_OPTION, DataLossRefused, waives
 from migrations.describe import explain_check
 from migrations.lock import MigrationLock, PoolerError
-from migrations.ownership import Ownership, announce
+from migrations.ownership import Ownership, announce, quietly
 from models.db import connect, explain, resolve_url
 from models.errors import DatabaseError
 from models.naming import NAMING_CONVENTION
@@ -66,7 +66,8 @@ BEFORE_MIGRATIONS: tuple[Callable[[Connection, Settings], None], ...] = ()
 # Alembic hands what the running command passed (revision_context, destination_rev, ...)
 # to the MigrationContext that configure() makes: a first configure, without a database,
 # makes it readable (command_options) before the run's own configure.
-context.configure(dialect_name="postgresql")
+with quietly():
+    context.configure(dialect_name="postgresql")
 
 
 def render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:

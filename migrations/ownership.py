@@ -35,7 +35,8 @@ import inspect
 import io
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,16 +113,30 @@ def revision_tables(script: ScriptDirectory) -> frozenset[str]:
     return frozenset(created)
 
 
+@contextmanager
+def quietly(logger: str = "alembic.runtime.migration") -> Iterator[None]:
+    """Without Alembic's INFO lines ("Context impl PostgresqlImpl." ...) for a context that
+    only reads or renders: the run's own context says them once."""
+    found = logging.getLogger(logger)
+    level = found.level
+    found.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        found.setLevel(level)
+
+
 def _created_by(rev: Script) -> frozenset[str]:
     """The tables one revision's upgrade() creates (its source, if it cannot run offline)."""
     buffer = io.StringIO()
-    context = MigrationContext.configure(
-        dialect_name="postgresql",
-        opts={"as_sql": True, "output_buffer": buffer, "literal_binds": True},
-    )
     try:
-        with Operations.context(context):
-            inspect.unwrap(rev.module.upgrade)()  # env.py's progress wrapper left out
+        with quietly():
+            context = MigrationContext.configure(
+                dialect_name="postgresql",
+                opts={"as_sql": True, "output_buffer": buffer, "literal_binds": True},
+            )
+            with Operations.context(context):
+                inspect.unwrap(rev.module.upgrade)()  # env.py's progress wrapper left out
     except Exception as exc:
         source = Path(rev.path).read_text(encoding="utf-8")
         found = {m.group(2) for m in _CREATE_CALL.finditer(source)} | tables_in_sql(source)
