@@ -64,6 +64,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex
 from sqlalchemy.sql.elements import conv
 
+import migrations.rls  # noqa: F401  (registers the row-level security comparator)
 from migrations.dataloss import FLAG, narrows, shape
 from migrations.enums import (
     OPS_IMPORT,

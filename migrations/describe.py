@@ -87,6 +87,8 @@ def describe_difference(diff: Any) -> str:
         label = {"UniqueConstraint": "unique constraint", "ForeignKeyConstraint": "foreign key"}
         what = f"{label.get(type(constraint).__name__, 'constraint')} {constraint.name}"
         return _presence(kind, f"{what} on {constraint.table.name} ({_columns(constraint)})")
+    if kind == "row_level_security":  # migrations/rls.py words its own differences
+        return str(diff[2])
     if kind == "add_enum_value":
         return f"enum type {diff[2]}: value {diff[3]!r} is in the models, not in the database"
     return f"{kind}: {diff[1:]!r}"

@@ -40,6 +40,7 @@ from sqlalchemy import Connection, MetaData, create_engine, event, pool
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeDecorator
 
+from migrations.approle import ensure_app_role
 from migrations.dataloss import FLAG, GUARD_OPTION, DataLossRefused, waives
 from migrations.describe import explain_check
 from migrations.lock import MigrationLock, PoolerError
@@ -471,6 +472,7 @@ def run_on(connection: Connection) -> None:
         for step in BEFORE_MIGRATIONS:
             step(connection, s)
         configure(s, connection=connection)
+        ensure_app_role(connection)  # a first deploy on a server without it (approle.py)
         for attempt in range(s.migration_lock_retries + 1):
             Progress.revision = None
             try:

@@ -24,15 +24,25 @@ constraint `NOT VALID` (`op.create_check_constraint(..., postgresql_not_valid=Tr
 
 For a new table made with models/base.py's TableBase (autogenerate writes them):
 `create_updated_at_trigger` / `drop_updated_at_trigger`, in the revision's transaction.
+
+Row-level security for one table in one call, in the revision's transaction (only catalog
+changes; the same SQL online and with --sql), written by autogenerate from the
+declaration in models/policies.py (migrations/rls.py):
+- `enable_row_level_security(table, policies, grants, to=role)`: CREATE POLICY each,
+  ENABLE and FORCE ROW LEVEL SECURITY, GRANT each; its exact inverse
+  `disable_row_level_security(...)` (same arguments): REVOKE, NO FORCE, DISABLE, DROP POLICY;
+- `alter_row_level_security(table, ...)`: what differs (policies dropped and created,
+  grants revoked and granted, the flags); its inverse swaps each pair.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from alembic import op
 from sqlalchemy import text
+from sqlalchemy.dialects import postgresql
 
 from migrations.dataloss import ENUM_COLUMNS, refuse_enum_value
 
@@ -361,3 +371,98 @@ def drop_updated_at_trigger(table: str) -> None:
     quote = op.get_context().impl.dialect.identifier_preparer.quote
     op.execute(f"DROP TRIGGER {quote(updated_at_trigger_name(table))} ON {quote(table)}")
     op.execute(_DROP_UPDATED_AT_FUNCTION_IF_UNUSED)
+
+
+# ----------------------------------------------------------------- row-level security
+
+_PREPARER = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
+_ROLE_WORDS = ("CURRENT_USER", "CURRENT_ROLE", "SESSION_USER", "PUBLIC")
+_POLICY_KEYS = {"name", "command", "to", "using", "check", "permissive"}
+# A policy as plain data: {"name": ..., "command": "SELECT" | ... | "ALL", "to": a role,
+# CURRENT_USER (the migrating role, the tables' owner) or PUBLIC, "using": SQL, "check":
+# SQL, "permissive": False for AS RESTRICTIVE}; using/check/permissive may be left out.
+PolicyData = Mapping[str, object]
+
+
+def _role(name: str) -> str:
+    return name if name.upper() in _ROLE_WORDS else _PREPARER.quote(name)
+
+
+def policy_sql(
+    table: str, policy: PolicyData, *, name: str | None = None, on: str | None = None
+) -> str:
+    """The CREATE POLICY statement of one policy (optionally under another name, or on
+    another table `on`, as SQL)."""
+    unknown = set(policy) - _POLICY_KEYS
+    if unknown:
+        raise ValueError(f"policy {policy.get('name')!r}: unknown keys {sorted(unknown)}")
+    roles = policy["to"] if isinstance(policy["to"], list | tuple) else [policy["to"]]
+    kind = "PERMISSIVE" if policy.get("permissive", True) else "RESTRICTIVE"
+    sql = (
+        f"CREATE POLICY {_PREPARER.quote(str(name or policy['name']))} ON "
+        f"{on or _PREPARER.quote(table)} AS {kind} FOR {policy['command']} "
+        f"TO {', '.join(_role(str(r)) for r in roles)}"
+    )
+    if policy.get("using") is not None:
+        sql += f" USING ({policy['using']})"
+    if policy.get("check") is not None:
+        sql += f" WITH CHECK ({policy['check']})"
+    return sql
+
+
+def alter_row_level_security(
+    table: str,
+    *,
+    to: str,
+    drop_policies: Sequence[PolicyData] = (),
+    create_policies: Sequence[PolicyData] = (),
+    revoke: Sequence[str] = (),
+    grant: Sequence[str] = (),
+    enable: bool | None = None,
+    force: bool | None = None,
+) -> None:
+    """Change a table's row-level security: REVOKE `revoke` from the role `to`, switch
+    the flags off (enable/force False), DROP `drop_policies`, CREATE `create_policies`,
+    switch the flags on (True), GRANT `grant` (each "SELECT" or "INSERT (a, b)").
+
+    Its inverse is the same call with each pair swapped (drop/create, revoke/grant) and
+    the flags negated; None leaves a flag as it is.
+    """
+    name, role = _PREPARER.quote(table), _role(to)
+    statements = [f"REVOKE {g} ON {name} FROM {role}" for g in revoke]
+    if force is False:
+        statements.append(f"ALTER TABLE {name} NO FORCE ROW LEVEL SECURITY")
+    if enable is False:
+        statements.append(f"ALTER TABLE {name} DISABLE ROW LEVEL SECURITY")
+    statements += [
+        f"DROP POLICY {_PREPARER.quote(str(p['name']))} ON {name}" for p in reversed(drop_policies)
+    ]
+    statements += [policy_sql(table, p) for p in create_policies]
+    if enable:
+        statements.append(f"ALTER TABLE {name} ENABLE ROW LEVEL SECURITY")
+    if force:
+        statements.append(f"ALTER TABLE {name} FORCE ROW LEVEL SECURITY")
+    statements += [f"GRANT {g} ON {name} TO {role}" for g in grant]
+    for statement in statements:
+        op.execute(statement)
+
+
+def enable_row_level_security(
+    table: str, policies: Sequence[PolicyData], grants: Sequence[str] = (), *, to: str
+) -> None:
+    """Put a table under row-level security: CREATE POLICY each of `policies`, ENABLE and
+    FORCE ROW LEVEL SECURITY (the owner is not exempt by accident), then GRANT each of
+    `grants` ("SELECT", "INSERT (a, b)", ...) to the role `to` (the app role)."""
+    alter_row_level_security(
+        table, to=to, create_policies=policies, grant=grants, enable=True, force=True
+    )
+
+
+def disable_row_level_security(
+    table: str, policies: Sequence[PolicyData], grants: Sequence[str] = (), *, to: str
+) -> None:
+    """The exact inverse of enable_row_level_security with the same arguments: REVOKE the
+    grants, NO FORCE and DISABLE ROW LEVEL SECURITY, DROP the policies."""
+    alter_row_level_security(
+        table, to=to, drop_policies=policies, revoke=grants, enable=False, force=False
+    )

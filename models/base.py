@@ -14,8 +14,8 @@ gives, with nothing else to write:
   ORM or raw SQL, moves updated_at and keeps created_at;
 - with `TenantTableBase`, `user_id`: varchar(255) NOT NULL, indexed, and the CHECK
   `ck_<table>_user_id_not_blank` with the same "not blank" rule as `tasks.user_id` (and
-  the same API validation). Its row-level security is declared separately (models/policies
-  or models/security.py, and check 13).
+  the same API validation). Its row-level security is declared apart, in
+  models/policies.py (check 13).
 
 The columns come first, in that order. A table's own `__table_args__` keeps the CHECK (it
 is added when the table is mapped, not through `__table_args__`).

@@ -1,6 +1,5 @@
-"""Tenant isolation in PostgreSQL: the app role, the row-level security policies the
-migrations must build (declared here, next to the models, and compared with the database
-by the schema checks), and one user per transaction.
+"""Tenant isolation in PostgreSQL at run time: one user per transaction (the app role and
+the row-level security policies the migrations build are declared in models/policies.py).
 
 Every transaction of a user-bound session starts with
 `SELECT set_config('app.user_id', :user_id, true)`: a setting local to that transaction,
@@ -14,68 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, event
 from sqlalchemy.orm import Session as OrmSession
 
+from models.policies import APP_ROLE as APP_ROLE  # the declarations: models/policies.py
+from models.policies import USER_SETTING
+
 if TYPE_CHECKING:
     from sqlmodel import Session
 
-# The role the app connects as: owns nothing, no superuser, no BYPASSRLS; only SELECT,
-# INSERT, UPDATE, DELETE on the app's tables and USAGE on their sequences (granted by the
-# revision that enables row-level security). Migrations run as the tables' owner.
-APP_ROLE = "todo_app"
-USER_SETTING = "app.user_id"
-# The transaction's user, or NULL when none is set: evaluated once per statement (an
-# InitPlan), so the row filter stays an index condition.
-CURRENT_USER_ID = f"(SELECT NULLIF(current_setting('{USER_SETTING}', true), ''))"
-OWN_ROWS = f"user_id = {CURRENT_USER_ID}"
-# Stands for the table's owner (the role that runs migrations) in a Policy's role.
-TABLE_OWNER = "<table owner>"
 SET_USER = f"SELECT set_config('{USER_SETTING}', %s, true)"
 _INFO_KEY = "app.user_id"
-
-
-@dataclass(frozen=True)
-class Policy:
-    """One CREATE POLICY, as the migrations must build it."""
-
-    name: str
-    table: str
-    command: str  # SELECT, INSERT, UPDATE, DELETE or ALL
-    role: str  # APP_ROLE, or TABLE_OWNER
-    using: str | None = None
-    check: str | None = None
-
-    def create_sql(self, name: str | None = None, role: str | None = None) -> str:
-        """The CREATE POLICY statement (optionally under another name or for another role)."""
-        sql = (
-            f'CREATE POLICY "{name or self.name}" ON "{self.table}" AS PERMISSIVE '
-            f'FOR {self.command} TO "{role or self.role}"'
-        )
-        if self.using is not None:
-            sql += f" USING ({self.using})"
-        if self.check is not None:
-            sql += f" WITH CHECK ({self.check})"
-        return sql
-
-
-def own_rows_only(table: str) -> tuple[Policy, ...]:
-    """The app role reads and writes only the current user's rows; the owner (migrations,
-    backfills) every row, by a policy for that role, not by a setting anyone could change."""
-    return (
-        Policy(f"pl_{table}_select", table, "SELECT", APP_ROLE, using=OWN_ROWS),
-        Policy(f"pl_{table}_insert", table, "INSERT", APP_ROLE, check=OWN_ROWS),
-        Policy(f"pl_{table}_update", table, "UPDATE", APP_ROLE, using=OWN_ROWS, check=OWN_ROWS),
-        Policy(f"pl_{table}_delete", table, "DELETE", APP_ROLE, using=OWN_ROWS),
-        Policy(f"pl_{table}_migrations", table, "ALL", TABLE_OWNER, using="true", check="true"),
-    )
-
-
-# Every table with a user_id column: row-level security enabled and forced, these policies.
-ROW_LEVEL_SECURITY: dict[str, tuple[Policy, ...]] = {"tasks": own_rows_only("tasks")}
 
 
 def create_app_role(conn: Connection, role: str = APP_ROLE) -> None:

@@ -23,7 +23,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, MetaData, create_engine, pool, text
 from sqlalchemy.types import TypeDecorator
 
-import migrations.enums  # noqa: F401  (registers the native enum value comparator)
+# (registering their comparators: native enum values, row-level security)
+from migrations import enums, rls  # noqa: F401
 from migrations.describe import describe_difference, flat_diffs, summary
 from migrations.ownership import Ownership, announce
 from tests.checks.common import (
