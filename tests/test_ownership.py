@@ -34,8 +34,9 @@ from tests.test_new_tables import Synthetic, body
 
 AUTH = ("account", "session", "user", "verification")
 NOTICE = "Leaving 4 tables of other tools alone: account, session, user, verification ("
-# An auth library's tables (text ids, camelCase columns, a serial), rows in each; from here
-# on, a CHECK (false) NOT VALID refuses any row written to them.
+# An auth library's tables (text ids, camelCase columns, a serial), rows in each, one the
+# app role may read (no row-level security there: not ours to compare); from here on, a
+# CHECK (false) NOT VALID refuses any row written to them.
 NEIGHBOURS = """
 CREATE TABLE "user" (id text PRIMARY KEY, email text NOT NULL UNIQUE,
                      "emailVerified" boolean NOT NULL DEFAULT false);
@@ -48,6 +49,7 @@ INSERT INTO "user" VALUES ('u1', 'ann@example.com', true), ('u2', 'bob@example.c
 INSERT INTO session VALUES ('s1', 'tok', 'u1');
 INSERT INTO account VALUES ('a1', 'credential', 'u1'), ('a2', 'github', 'u2');
 INSERT INTO verification (identifier, value) VALUES ('ann@example.com', '123456');
+GRANT SELECT ON "user" TO todo_app;
 ALTER TABLE "user" ADD CONSTRAINT no_writes CHECK (false) NOT VALID;
 ALTER TABLE session ADD CONSTRAINT no_writes CHECK (false) NOT VALID;
 ALTER TABLE account ADD CONSTRAINT no_writes CHECK (false) NOT VALID;
