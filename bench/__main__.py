@@ -9,11 +9,33 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import chain, contract, deploy, isolation, listing, online, pooler, rls, suite
+from bench import (
+    chain,
+    contract,
+    deploy,
+    failclosed,
+    isolation,
+    listing,
+    online,
+    pooler,
+    rls,
+    suite,
+)
 from bench.harness import SMOKE, Sizes, throwaway_server
 from bench.report import Table, machine
 
-NAMES = ("suite", "isolation", "deploy", "listing", "online", "chain", "pooler", "contract", "rls")
+NAMES = (
+    "suite",
+    "isolation",
+    "deploy",
+    "listing",
+    "online",
+    "chain",
+    "pooler",
+    "contract",
+    "rls",
+    "failclosed",
+)
 
 
 def ints(text: str) -> tuple[int, ...]:
@@ -64,6 +86,7 @@ def main(argv: list[str]) -> None:
             "pooler": lambda: pooler.run(server, sizes),
             "contract": lambda: contract.run(server, sizes),
             "rls": lambda: rls.run(server, sizes),
+            "failclosed": lambda: failclosed.run(server, sizes),
         }
         for name in names:
             result: Table | list[Table] = runners[name]()
