@@ -9,7 +9,19 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import adopt, chain, contract, deploy, isolation, listing, online, pooler, rls, suite
+from bench import (
+    adopt,
+    chain,
+    contract,
+    deploy,
+    failclosed,
+    isolation,
+    listing,
+    online,
+    pooler,
+    rls,
+    suite,
+)
 from bench.harness import SMOKE, Sizes, throwaway_server
 from bench.report import Table, machine
 
@@ -23,6 +35,7 @@ NAMES = (
     "pooler",
     "contract",
     "rls",
+    "failclosed",
     "adopt",
 )
 
@@ -75,6 +88,7 @@ def main(argv: list[str]) -> None:
             "pooler": lambda: pooler.run(server, sizes),
             "contract": lambda: contract.run(server, sizes),
             "rls": lambda: rls.run(server, sizes),
+            "failclosed": lambda: failclosed.run(server, sizes),
             "adopt": lambda: adopt.run(server, sizes),
         }
         for name in names:

@@ -159,7 +159,9 @@ def measure_size(
             if revision in built:
                 use_indexes(server.dsn(name), built[revision])
             ssd = {"connect_args": {"options": "-c random_page_cost=1.1"}}
-            engine = make_engine(url, Settings(), **(ssd if revision == SSD else {}))
+            # The owner (a privileged figure; section 9 has the app role's).
+            options = ssd if revision == SSD else {}
+            engine = make_engine(url, Settings(), admin=True, **options)
             try:
                 for case in cases:
                     results[case, revision] = measure(engine, case, sizes)

@@ -84,7 +84,7 @@ def run(server: PgServer, sizes: Sizes) -> Table:
             found: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in targets}
             for _ in range(ROUNDS):
                 for name, url in targets.items():
-                    engine = make_engine(url, Settings())
+                    engine = make_engine(url, Settings(), admin=True)  # privileged figure
                     crud(engine, threads, sizes.warmup)  # warm the pool
                     for op, samples in crud(engine, threads, sizes.crud_rounds).items():
                         found[name][op] += samples

@@ -134,7 +134,7 @@ def run(server: PgServer, sizes: Sizes) -> Table:
     with server.database("rls") as name:
         migrate(server.url(name))
         load_tasks(server.dsn(name), rows, sizes.users)
-        owner_engine = make_engine(server.url(name), Settings())
+        owner_engine = make_engine(server.url(name), Settings(), admin=True)
         app_engine = make_engine(
             replace(server, user=APP_ROLE, password=None).url(name), Settings()
         )

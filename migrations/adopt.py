@@ -4,15 +4,17 @@ adopted in place by one command (docs/adopting.md).
     alembic -x adopt=true upgrade head      # adopt (if needed), then upgrade as usual
     alembic -x adopt=plan upgrade head      # only say what it would do; change nothing
 
-env.py calls `adopt_or_refuse` on the run's connection, with the migration lock held,
-before any revision runs (so adoption has the deploy's lock, timeouts, pooler refusal and
-failure lines). A database with app tables but no alembic_version is refused with one line
-naming the command, unless that command is running; then its schema is recognised
+`adopt_or_refuse` is one of env.py's BEFORE_MIGRATIONS steps: it runs on the run's
+connection, with the migration lock held, before any revision (so adoption has the
+deploy's lock, timeouts, pooler refusal and failure lines). A database with app tables but
+no alembic_version is refused with one line naming the command, unless that command is
+running (on a connection of its own); then its schema is recognised
 (migrations/adoption/recognise.py): equal to a revision's, it is recorded as that revision;
 a known legacy shape is checked for rows that break the contract (rules.py: refused with a
 report, nothing changed) and converted online to its target revision's schema
 (convert.py); anything else is refused with the differences. Alembic's own run then
-upgrades from that revision as from any other.
+upgrades from that revision as from any other. A plan (-x adopt=plan) ends the command
+with its last line, having changed nothing.
 
 Options (`-x key=value`, or `config.attributes["adopt"] = {key: value}` from Python):
   adopt=true|plan         adopt / only report the plan and the data check
@@ -50,6 +52,8 @@ DETECTED = (
     "does not), so no revision can run on it: adopt it in place with `{command}` (`-x "
     "adopt=plan` first shows what it would do; see docs/adopting.md); nothing was changed"
 )
+NOTHING = "the database is under migrations already (or has no app table yet)"
+PLANNED = "-x adopt=plan: {plan}; nothing was changed (run the command with -x adopt=true to do it)"
 STARTED = (
     "an adoption of this database was started and has not finished (schema {scratch} "
     "exists, alembic_version does not): run `{command}` again, with the same -x adopt-* "
@@ -57,25 +61,20 @@ STARTED = (
 )
 
 
-def adopt_or_refuse(
-    conn: Connection, script: ScriptDirectory, options: dict[str, str], settings: Settings
-) -> bool:
-    """Adopt the database, or refuse the command on it; True: stop the command here."""
+def adopt_or_refuse(conn: Connection, settings: Settings) -> None:
+    """Adopt the database, or refuse the command on it (env.py: BEFORE_MIGRATIONS)."""
+    from alembic import context
+
+    options = {**context.config.attributes.get("adopt", {}), **context.get_x_argument(True)}
     mode = _mode(options)
     state = _state(conn)
     if state is None:
+        if mode == "plan":
+            raise CommandError(PLANNED.format(plan="nothing to adopt: " + NOTHING))
         if mode:
-            log.info("Nothing to adopt: this database is already under migrations (or empty).")
-        return mode == "plan"
-    if not mode:
-        raise CommandError(_refusal(state))
-    return Adoption(conn, script, options, settings).run(plan_only=mode == "plan")
-
-
-def refuse_in_transaction(conn: Connection) -> None:
-    """In a caller's open transaction (env.py's joined run): refuse a database to adopt."""
-    state = _state(conn)
-    if state is not None:
+            log.info("Nothing to adopt: %s.", NOTHING)
+        return
+    if conn.in_transaction():  # a caller's open transaction (env.py's joined run)
         raise CommandError(
             _refusal(state).replace(
                 "; nothing was changed",
@@ -83,6 +82,9 @@ def refuse_in_transaction(conn: Connection) -> None:
                 "was changed",
             )
         )
+    if not mode:
+        raise CommandError(_refusal(state))
+    Adoption(conn, context.script, options, settings).run(plan_only=mode == "plan")
 
 
 def _mode(options: dict[str, str]) -> str:
@@ -159,13 +161,14 @@ class Adoption:
     ) -> None:
         self.conn, self.script, self.options, self.settings = conn, script, options, settings
 
-    def run(self, *, plan_only: bool) -> bool:
+    def run(self, *, plan_only: bool) -> None:
         from migrations.adoption.recognise import recognise
 
         with self.conn.begin():
             found = recognise(self.conn)
         if found.revision is not None:
-            return self.stamp(found.revision, plan_only)
+            self.stamp(found.revision, plan_only)
+            return
         if found.shape is None:
             lines = found.refusal or []
             raise CommandError(
@@ -174,23 +177,21 @@ class Adoption:
                 "the nearest:\n" + "\n".join(f"  - {line}" for line in lines) + "\nIf it is a "
                 "shape of your own, declare it (docs/adopting.md, 'Adding a shape')"
             )
-        return self.convert(found, plan_only)
+        self.convert(found, plan_only)
 
-    def stamp(self, revision: str, plan_only: bool) -> bool:
+    def stamp(self, revision: str, plan_only: bool) -> None:
         from alembic.runtime.migration import MigrationContext
 
         say = f"the schema equals revision {revision}'s exactly: it is recorded as {revision}"
         if plan_only:
-            log.info("Plan: %s (alembic stamp), then upgraded as usual. Nothing was changed.", say)
-            return True
+            raise CommandError(PLANNED.format(plan=f"{say} (alembic stamp), then upgraded"))
         with self.conn.begin():
             # An earlier adoption attempt left behind (its scratch schema) goes with it.
             self.conn.execute(text(f"DROP SCHEMA IF EXISTS {SCRATCH} CASCADE"))
             MigrationContext.configure(self.conn).stamp(self.script, revision)
         log.info("Adopted: %s; the upgrade goes on from there.", say)
-        return False
 
-    def convert(self, found: Found, plan_only: bool) -> bool:
+    def convert(self, found: Found, plan_only: bool) -> None:
         from migrations.adoption.convert import Converter, Plan, Retry
         from migrations.adoption.recognise import revisions
         from migrations.adoption.rules import check, contract_rules
@@ -243,12 +244,13 @@ class Adoption:
             )
         log.info("Data check: every row of %s meets the contract.", shape.table)
         if plan_only:
-            log.info(
-                "Plan: build revision %s's schema beside it, copy the rows (writers go on), "
-                "swap the tables in one short transaction. Nothing was changed.",
-                shape.target,
+            raise CommandError(
+                PLANNED.format(
+                    plan=f"the shape {shape.name} would be converted to revision "
+                    f"{shape.target}'s schema (built beside it, the rows copied while writers "
+                    "go on, the tables swapped in one short transaction), then upgraded"
+                )
             )
-            return True
         s = self.settings
         retry = Retry(
             s.migration_lock_retries + 1, s.migration_retry_pause_seconds, s.lock_timeout_seconds
@@ -263,7 +265,6 @@ class Adoption:
                 f"same command resumes the steps done so far (schema {SCRATCH}): fix the "
                 "cause and run it again"
             ) from exc
-        return False
 
     def say_clock_changes(self, table: str, naive: list[str], zone: str) -> None:
         """In a zone with daylight saving time, how many naive values fall on a change, and

@@ -21,15 +21,28 @@ constraint `NOT VALID` (`op.create_check_constraint(..., postgresql_not_valid=Tr
 - `validate_constraint`: VALIDATE it, a scan that blocks no writer;
 - `set_not_null` / `drop_not_null`: NOT NULL through a validated `CHECK (col IS NOT NULL)`,
   so SET NOT NULL skips its own scan under ACCESS EXCLUSIVE (PostgreSQL 12+).
+
+For a new table made with models/base.py's TableBase (autogenerate writes them):
+`create_updated_at_trigger` / `drop_updated_at_trigger`, in the revision's transaction.
+
+Row-level security for one table in one call, in the revision's transaction (only catalog
+changes; the same SQL online and with --sql), written by autogenerate from the
+declaration in models/policies.py (migrations/rls.py):
+- `enable_row_level_security(table, policies, grants, to=role)`: CREATE POLICY each,
+  ENABLE and FORCE ROW LEVEL SECURITY, GRANT each; its exact inverse
+  `disable_row_level_security(...)` (same arguments): REVOKE, NO FORCE, DISABLE, DROP POLICY;
+- `alter_row_level_security(table, ...)`: what differs (policies dropped and created,
+  grants revoked and granted, the flags); its inverse swaps each pair.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from alembic import op
 from sqlalchemy import text
+from sqlalchemy.dialects import postgresql
 
 from migrations.dataloss import ENUM_COLUMNS, refuse_enum_value
 
@@ -303,3 +316,153 @@ def backfill(table: str, set_: str, where: str, *, batch: int = 5000, key: str =
             op.execute("COMMIT")
             if not updated:
                 return
+
+
+# The trigger of a table made with models/base.py's TableBase: on every UPDATE (ORM or raw
+# SQL) updated_at moves to clock_timestamp() (not now(): a later UPDATE in the inserting
+# transaction still moves it) and created_at keeps its value. One function serves every
+# such table (tasks keeps its own, from 0001); it is created with the first trigger and
+# dropped with the last. No percent sign or colon: the same SQL online and with --sql.
+UPDATED_AT_FUNCTION = "set_updated_at"
+_CREATE_UPDATED_AT_FUNCTION = f"""
+DO $$
+BEGIN
+    IF to_regprocedure('{UPDATED_AT_FUNCTION}()') IS NULL THEN
+        CREATE FUNCTION {UPDATED_AT_FUNCTION}() RETURNS trigger
+        LANGUAGE plpgsql AS $body$
+        BEGIN
+            NEW.updated_at := clock_timestamp();
+            NEW.created_at := OLD.created_at;
+            RETURN NEW;
+        END;
+        $body$;
+    END IF;
+END $$"""
+_DROP_UPDATED_AT_FUNCTION_IF_UNUSED = f"""
+DO $$
+BEGIN
+    IF to_regprocedure('{UPDATED_AT_FUNCTION}()') IS NOT NULL AND NOT EXISTS (
+        SELECT FROM pg_trigger WHERE tgfoid = to_regprocedure('{UPDATED_AT_FUNCTION}()')
+    ) THEN
+        DROP FUNCTION {UPDATED_AT_FUNCTION}();
+    END IF;
+END $$"""
+
+
+def updated_at_trigger_name(table: str) -> str:
+    """The name of a table's updated_at trigger (as 0001 names tasks' own)."""
+    return f"tr_{table}_set_updated_at"[:MAX_IDENTIFIER]
+
+
+def create_updated_at_trigger(table: str) -> None:
+    """The updated_at trigger on table (columns created_at and updated_at), in the revision's
+    transaction; the shared function set_updated_at() is created first if missing."""
+    quote = op.get_context().impl.dialect.identifier_preparer.quote
+    op.execute(_CREATE_UPDATED_AT_FUNCTION)
+    op.execute(
+        f"CREATE TRIGGER {quote(updated_at_trigger_name(table))} BEFORE UPDATE ON "
+        f"{quote(table)} FOR EACH ROW EXECUTE FUNCTION {UPDATED_AT_FUNCTION}()"
+    )
+
+
+def drop_updated_at_trigger(table: str) -> None:
+    """The inverse of create_updated_at_trigger: the trigger, then the shared function if
+    no other table's trigger uses it any more."""
+    quote = op.get_context().impl.dialect.identifier_preparer.quote
+    op.execute(f"DROP TRIGGER {quote(updated_at_trigger_name(table))} ON {quote(table)}")
+    op.execute(_DROP_UPDATED_AT_FUNCTION_IF_UNUSED)
+
+
+# ----------------------------------------------------------------- row-level security
+
+_PREPARER = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
+_ROLE_WORDS = ("CURRENT_USER", "CURRENT_ROLE", "SESSION_USER", "PUBLIC")
+_POLICY_KEYS = {"name", "command", "to", "using", "check", "permissive"}
+# A policy as plain data: {"name": ..., "command": "SELECT" | ... | "ALL", "to": a role,
+# CURRENT_USER (the migrating role, the tables' owner) or PUBLIC, "using": SQL, "check":
+# SQL, "permissive": False for AS RESTRICTIVE}; using/check/permissive may be left out.
+PolicyData = Mapping[str, object]
+
+
+def _role(name: str) -> str:
+    return name if name.upper() in _ROLE_WORDS else _PREPARER.quote(name)
+
+
+def policy_sql(
+    table: str, policy: PolicyData, *, name: str | None = None, on: str | None = None
+) -> str:
+    """The CREATE POLICY statement of one policy (optionally under another name, or on
+    another table `on`, as SQL)."""
+    unknown = set(policy) - _POLICY_KEYS
+    if unknown:
+        raise ValueError(f"policy {policy.get('name')!r}: unknown keys {sorted(unknown)}")
+    roles = policy["to"] if isinstance(policy["to"], list | tuple) else [policy["to"]]
+    kind = "PERMISSIVE" if policy.get("permissive", True) else "RESTRICTIVE"
+    sql = (
+        f"CREATE POLICY {_PREPARER.quote(str(name or policy['name']))} ON "
+        f"{on or _PREPARER.quote(table)} AS {kind} FOR {policy['command']} "
+        f"TO {', '.join(_role(str(r)) for r in roles)}"
+    )
+    if policy.get("using") is not None:
+        sql += f" USING ({policy['using']})"
+    if policy.get("check") is not None:
+        sql += f" WITH CHECK ({policy['check']})"
+    return sql
+
+
+def alter_row_level_security(
+    table: str,
+    *,
+    to: str,
+    drop_policies: Sequence[PolicyData] = (),
+    create_policies: Sequence[PolicyData] = (),
+    revoke: Sequence[str] = (),
+    grant: Sequence[str] = (),
+    enable: bool | None = None,
+    force: bool | None = None,
+) -> None:
+    """Change a table's row-level security: REVOKE `revoke` from the role `to`, switch
+    the flags off (enable/force False), DROP `drop_policies`, CREATE `create_policies`,
+    switch the flags on (True), GRANT `grant` (each "SELECT" or "INSERT (a, b)").
+
+    Its inverse is the same call with each pair swapped (drop/create, revoke/grant) and
+    the flags negated; None leaves a flag as it is.
+    """
+    name, role = _PREPARER.quote(table), _role(to)
+    statements = [f"REVOKE {g} ON {name} FROM {role}" for g in revoke]
+    if force is False:
+        statements.append(f"ALTER TABLE {name} NO FORCE ROW LEVEL SECURITY")
+    if enable is False:
+        statements.append(f"ALTER TABLE {name} DISABLE ROW LEVEL SECURITY")
+    statements += [
+        f"DROP POLICY {_PREPARER.quote(str(p['name']))} ON {name}" for p in reversed(drop_policies)
+    ]
+    statements += [policy_sql(table, p) for p in create_policies]
+    if enable:
+        statements.append(f"ALTER TABLE {name} ENABLE ROW LEVEL SECURITY")
+    if force:
+        statements.append(f"ALTER TABLE {name} FORCE ROW LEVEL SECURITY")
+    statements += [f"GRANT {g} ON {name} TO {role}" for g in grant]
+    for statement in statements:
+        op.execute(statement)
+
+
+def enable_row_level_security(
+    table: str, policies: Sequence[PolicyData], grants: Sequence[str] = (), *, to: str
+) -> None:
+    """Put a table under row-level security: CREATE POLICY each of `policies`, ENABLE and
+    FORCE ROW LEVEL SECURITY (the owner is not exempt by accident), then GRANT each of
+    `grants` ("SELECT", "INSERT (a, b)", ...) to the role `to` (the app role)."""
+    alter_row_level_security(
+        table, to=to, create_policies=policies, grant=grants, enable=True, force=True
+    )
+
+
+def disable_row_level_security(
+    table: str, policies: Sequence[PolicyData], grants: Sequence[str] = (), *, to: str
+) -> None:
+    """The exact inverse of enable_row_level_security with the same arguments: REVOKE the
+    grants, NO FORCE and DISABLE ROW LEVEL SECURITY, DROP the policies."""
+    alter_row_level_security(
+        table, to=to, drop_policies=policies, revoke=grants, enable=False, force=False
+    )

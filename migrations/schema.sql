@@ -214,10 +214,58 @@ ALTER TABLE public.tasks ENABLE ROW LEVEL SECURITY;
 -- Name: TABLE tasks; Type: ACL; Schema: public; Owner: -
 --
 
-GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.tasks TO todo_app;
+GRANT SELECT,DELETE ON TABLE public.tasks TO todo_app;
 
 --
--- Name: SEQUENCE tasks_id_seq; Type: ACL; Schema: public; Owner: -
+-- Name: COLUMN tasks.user_id; Type: ACL; Schema: public; Owner: -
 --
 
-GRANT USAGE ON SEQUENCE public.tasks_id_seq TO todo_app;
+GRANT INSERT(user_id) ON TABLE public.tasks TO todo_app;
+
+--
+-- Name: COLUMN tasks.title; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT INSERT(title),UPDATE(title) ON TABLE public.tasks TO todo_app;
+
+--
+-- Name: COLUMN tasks.description; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT INSERT(description),UPDATE(description) ON TABLE public.tasks TO todo_app;
+
+--
+-- Name: COLUMN tasks.complete; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT INSERT(complete),UPDATE(complete) ON TABLE public.tasks TO todo_app;
+
+--
+-- Name: COLUMN tasks.priority; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT INSERT(priority),UPDATE(priority) ON TABLE public.tasks TO todo_app;
+
+--
+-- Name: COLUMN tasks.due_date; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT INSERT(due_date),UPDATE(due_date) ON TABLE public.tasks TO todo_app;
+
+--
+-- Name: COLUMN tasks.recurring; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT INSERT(recurring),UPDATE(recurring) ON TABLE public.tasks TO todo_app;
+
+--
+-- Name: COLUMN tasks.recurring_end_date; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT INSERT(recurring_end_date),UPDATE(recurring_end_date) ON TABLE public.tasks TO todo_app;
+
+--
+-- Name: COLUMN tasks.tags; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT INSERT(tags),UPDATE(tags) ON TABLE public.tasks TO todo_app;

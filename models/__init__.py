@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from models.crud import create_task, delete_task, get_task, replace_task, update_task
     from models.db import get_engine, get_session, make_engine, parse_url
-    from models.errors import DatabaseError, InvalidArgument
+    from models.errors import Conflict, DatabaseError, InvalidArgument
     from models.listing import ListQuery, TaskPage, list_tasks
     from models.naming import NAMING_CONVENTION
     from models.security import acting_as, bind_user, get_user_session
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 # Where each public name lives.
 _HOME = {
     "NAMING_CONVENTION": "models.naming",
+    "Conflict": "models.errors",
     "DatabaseError": "models.errors",
     "InvalidArgument": "models.errors",
     "ListQuery": "models.listing",
@@ -59,6 +60,7 @@ _HOME = {
 }
 __all__ = [
     "NAMING_CONVENTION",
+    "Conflict",
     "DatabaseError",
     "InvalidArgument",
     "ListQuery",

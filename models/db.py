@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 
 from models.errors import DatabaseError
 from models.settings import Settings
@@ -38,6 +42,11 @@ RETRYABLE = (
 # included), or of a server shutting down or starting up.
 CONNECTION_LOST = ("08", "57P01", "57P02", "57P03")
 NEON_DOMAIN = ".neon.tech"
+# libpq's refusal of a parameter's value ('invalid integer value "x" for connection option
+# "port"', 'invalid sslmode value: "x"'): the option's name, never its value.
+INVALID_OPTION = re.compile(
+    r'invalid (?:integer )?value .* for connection option "(\w+)"|invalid (\w+) value:'
+)
 
 
 def safe_url(url: URL) -> str:
@@ -76,9 +85,45 @@ def parse_url(raw: str, name: str = "DATABASE_URL") -> URL:
     if url.drivername not in ("postgres", "postgresql", DRIVER):
         raise DatabaseError(f"{name} has the unsupported scheme '{url.drivername}': {URL_HINT}")
     url = url.set(drivername=DRIVER)
+    try:  # what the driver is handed: a port that is not a number fails here, not later
+        url.get_dialect()().create_connect_args(url)
+    except (ArgumentError, ValueError):
+        raise DatabaseError(f"{name} has a port that is not a number: {URL_HINT}") from None
     if url.host and url.host not in LOCAL_HOSTS and "sslmode" not in url.query:
-        url = url.update_query_dict({"sslmode": "require"})
+        url = url.update_query_dict(tls_defaults(url, name))
     return url
+
+
+def tls_defaults(url: URL, name: str) -> dict[str, str]:
+    """TLS that authenticates the server, for a URL that does not choose its sslmode:
+    verify-full (the certificate chains to a trusted root and names this host) against the
+    system's root certificates, unless the URL or libpq's own PGSSLROOTCERT or
+    ~/.postgresql/root.crt names a root; on Neon, channel binding required too (elsewhere
+    libpq's default: used when the server offers SCRAM-SHA-256-PLUS)."""
+    query = {"sslmode": "verify-full"}
+    own_root = os.environ.get("PGSSLROOTCERT") or (Path.home() / ".postgresql/root.crt").is_file()
+    if "sslrootcert" not in url.query and not own_root:
+        query["sslrootcert"] = system_roots(name)
+    if (url.host or "").endswith(NEON_DOMAIN) and "channel_binding" not in url.query:
+        query["channel_binding"] = "require"
+    return query
+
+
+def system_roots(name: str) -> str:
+    """The file of the system's trusted root certificates (SSL_CERT_FILE if set), as Python's
+    own OpenSSL finds it. libpq's `sslrootcert=system` is not used: the OpenSSL bundled in
+    psycopg2-binary looks for them in its build directory, which no machine has."""
+    import ssl  # here: only a remote host needs it
+
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    raise DatabaseError(
+        f"{name} points at a server whose certificate must be verified, and this machine "
+        "has no system root certificates (install the ca-certificates package, or set "
+        "SSL_CERT_FILE): or name the server's root with ?sslrootcert=/path/to/root.crt"
+    )
 
 
 def explain(exc: BaseException, url: URL) -> str:
@@ -92,16 +137,38 @@ def explain(exc: BaseException, url: URL) -> str:
     detail = detail.removeprefix("FATAL:").strip()
     if "password authentication failed" in low or "no password supplied" in low:
         return f"wrong user or password for {where}: check the credentials in DATABASE_URL"
+    if re.match(r'role ".*" does not exist', detail):
+        # Not named: a mistyped URL's user part may hold (part of) the password.
+        return f"the user in DATABASE_URL is not a role at {where}: fix the user name"
     if "database" in low and "does not exist" in low:
         return f"{detail} at {where}: create it, or fix the database name in DATABASE_URL"
-    if "role" in low and "does not exist" in low:
-        return f"{detail} at {where}: fix the user name in DATABASE_URL"
+    option = INVALID_OPTION.search(first)
+    if option:  # libpq quotes the value: never echo it
+        name = option.group(1) or option.group(2)
+        return f"DATABASE_URL's {name} parameter has a value libpq refuses: fix it"
+    if "root certificate file" in low:
+        return "the root certificate file named by sslrootcert in DATABASE_URL cannot be read"
+    if "certificate" in low or "ssl error" in low:
+        return (
+            f"the server at {where} failed TLS verification ({tls_reason(low)}): name its "
+            "root certificate with ?sslrootcert=/path/to/root.crt in DATABASE_URL (the "
+            "default is verify-full against the system's roots; docs/deploying.md)"
+        )
     if any(marker in low for marker in RETRYABLE):
         return (
             f"cannot reach PostgreSQL at {where} ({detail}): check that the server is "
             "running and that the host and port in DATABASE_URL are right"
         )
     return f"cannot use PostgreSQL at {where}: {detail}"
+
+
+def tls_reason(low: str) -> str:
+    """What libpq said about the certificate, without quoting any name from it."""
+    if "does not match host name" in low:
+        return "its certificate is for another host name"
+    if "certificate verify failed" in low:
+        return "its certificate does not chain to a trusted root"
+    return "TLS error"
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -185,8 +252,10 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError) and (not code or code.startswith(CONNECTION_LOST))
 
 
-def _one_line_connection_errors(context: ExceptionContext) -> BaseException | None:
-    """The engine's handle_error hook: a failed or lost connection becomes a DatabaseError.
+def _one_line_errors(context: ExceptionContext) -> BaseException | None:
+    """The app engine's handle_error hook: an operational error (a failed or lost connection,
+    a timeout, a cancelled statement, a deadlock) becomes a DatabaseError, whose one line
+    carries no SQL and no values.
 
     A lost connection may have committed the statement that was in flight (the commit
     reached the server, its answer did not), so the line says so. Pre-ping failures are
@@ -195,26 +264,88 @@ def _one_line_connection_errors(context: ExceptionContext) -> BaseException | No
     exc = context.sqlalchemy_exception
     if context.is_pre_ping or exc is None:
         return None
-    if not (context.is_disconnect or is_connection_error(exc)):
+    lost = context.is_disconnect or is_connection_error(exc)
+    if not (lost or isinstance(exc, OperationalError)):
         return None
     message = explain(exc, context.engine.url) if context.engine else str(exc)
-    if context.connection is not None:
+    if lost and context.connection is not None:
         message += " (the connection was lost mid-request: its last write may have committed)"
     return DatabaseError(message)
 
 
-def make_engine(url: URL, settings: Settings, **overrides: object) -> Engine:
-    """The app's engine: a pool of 5 plus 15 overflow, pre-ping, recycled before Neon drops it."""
+class AppPool(QueuePool):
+    """The app's pool: waiting longer than pool_timeout for a connection is the one-line
+    DatabaseError, not SQLAlchemy's TimeoutError."""
+
+    def connect(self) -> PoolProxiedConnection:
+        try:
+            return super().connect()
+        except PoolTimeout:
+            raise DatabaseError(
+                f"no free database connection after {self.timeout():g}s: all "
+                f"{self.size() + max(self.overflow(), 0)} of the pool are in use (requests "
+                "hold their sessions too long, or the pool is too small for the load)"
+            ) from None
+
+
+class FirstConnection:
+    """The app engine's `connect` hook: on its first connection, refuse a role that
+    row-level security cannot restrict (an admin engine says so in the log instead).
+
+    Once per engine: later connections cost an attribute read.
+    """
+
+    def __init__(self, url: URL, admin: bool) -> None:
+        self.url, self.admin, self.done = url, admin, False
+
+    def __call__(self, dbapi_connection: Any, record: object) -> None:
+        if self.done:
+            return
+        from models.security import APP_ROLE, why_unrestricted
+
+        role, why = why_unrestricted(dbapi_connection)
+        if why is not None and not self.admin:
+            raise DatabaseError(
+                f"the app will not connect as role {role} at {safe_url(self.url)}: {why}, so "
+                f"row-level security does not restrict it; connect as the app role "
+                f"{APP_ROLE} (DATABASE_URL), or build an admin engine for an owner's script"
+            )
+        if why is not None:
+            log.warning(
+                "admin engine: row-level security does not restrict role %s (%s)", role, why
+            )
+        self.done = True
+
+
+def make_engine(
+    url: URL, settings: Settings, *, admin: bool = False, **overrides: object
+) -> Engine:
+    """The app's engine: a pool of 5 plus 15 overflow, pre-ping, recycled before Neon drops it.
+
+    Fails closed: its first connection refuses a role that row-level security does not
+    restrict (superuser, BYPASSRLS, the tables' owner or a member of it, a reachable table
+    without forced RLS), and every transaction sets its user ('' for none). Errors carry no
+    parameters. admin=True is for the owner's own scripts (backfills, reports across
+    users): no refusal, a warning in the log, no per-transaction user.
+    """
     options: dict[str, object] = {
+        "poolclass": AppPool,
         "pool_size": 5,
         "max_overflow": 15,
         "pool_pre_ping": True,
         "pool_recycle": settings.pool_recycle_seconds,
+        "hide_parameters": True,
         "connect_args": {"connect_timeout": 5, "application_name": "todo-schema"},
     }
     options.update(overrides)
     engine = create_engine(url, **options)
-    event.listen(engine, "handle_error", _one_line_connection_errors)
+    event.listen(engine, "handle_error", _one_line_errors)
+    event.listen(engine, "connect", FirstConnection(engine.url, admin))
+    if not admin:
+        # Here, not at the top: models.security imports the ORM (~50 ms a deploy).
+        from models.security import watch_transactions
+
+        watch_transactions(engine)
     return engine
 
 

@@ -31,3 +31,11 @@ class InvalidArgument(ValueError):
     def errors(self) -> list[dict[str, Any]]:
         """The problems, FastAPI-style: what a route puts in a 422's `detail`."""
         return [dict(e) for e in self._errors]
+
+
+class Conflict(RuntimeError):
+    """An update's precondition failed: the task changed (its updated_at moved) since the
+    client read it. An HTTP API answers 412 Precondition Failed (If-Match) or 409; the
+    client reads the task again, applies its change, and retries."""
+
+    status_code = 412

@@ -1,6 +1,5 @@
-"""Tenant isolation in PostgreSQL: the app role, the row-level security policies the
-migrations must build (declared here, next to the models, and compared with the database
-by the schema checks), and one user per transaction.
+"""Tenant isolation in PostgreSQL at run time: one user per transaction (the app role and
+the row-level security policies the migrations build are declared in models/policies.py).
 
 Every transaction of a user-bound session starts with
 `SELECT set_config('app.user_id', :user_id, true)`: a setting local to that transaction,
@@ -14,68 +13,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session as OrmSession
+
+from models.policies import APP_ROLE as APP_ROLE  # the declarations: models/policies.py
+from models.policies import USER_SETTING
 
 if TYPE_CHECKING:
     from sqlmodel import Session
 
-# The role the app connects as: owns nothing, no superuser, no BYPASSRLS; only SELECT,
-# INSERT, UPDATE, DELETE on the app's tables and USAGE on their sequences (granted by the
-# revision that enables row-level security). Migrations run as the tables' owner.
-APP_ROLE = "todo_app"
-USER_SETTING = "app.user_id"
-# The transaction's user, or NULL when none is set: evaluated once per statement (an
-# InitPlan), so the row filter stays an index condition.
-CURRENT_USER_ID = f"(SELECT NULLIF(current_setting('{USER_SETTING}', true), ''))"
-OWN_ROWS = f"user_id = {CURRENT_USER_ID}"
-# Stands for the table's owner (the role that runs migrations) in a Policy's role.
-TABLE_OWNER = "<table owner>"
 SET_USER = f"SELECT set_config('{USER_SETTING}', %s, true)"
 _INFO_KEY = "app.user_id"
-
-
-@dataclass(frozen=True)
-class Policy:
-    """One CREATE POLICY, as the migrations must build it."""
-
-    name: str
-    table: str
-    command: str  # SELECT, INSERT, UPDATE, DELETE or ALL
-    role: str  # APP_ROLE, or TABLE_OWNER
-    using: str | None = None
-    check: str | None = None
-
-    def create_sql(self, name: str | None = None, role: str | None = None) -> str:
-        """The CREATE POLICY statement (optionally under another name or for another role)."""
-        sql = (
-            f'CREATE POLICY "{name or self.name}" ON "{self.table}" AS PERMISSIVE '
-            f'FOR {self.command} TO "{role or self.role}"'
-        )
-        if self.using is not None:
-            sql += f" USING ({self.using})"
-        if self.check is not None:
-            sql += f" WITH CHECK ({self.check})"
-        return sql
-
-
-def own_rows_only(table: str) -> tuple[Policy, ...]:
-    """The app role reads and writes only the current user's rows; the owner (migrations,
-    backfills) every row, by a policy for that role, not by a setting anyone could change."""
-    return (
-        Policy(f"pl_{table}_select", table, "SELECT", APP_ROLE, using=OWN_ROWS),
-        Policy(f"pl_{table}_insert", table, "INSERT", APP_ROLE, check=OWN_ROWS),
-        Policy(f"pl_{table}_update", table, "UPDATE", APP_ROLE, using=OWN_ROWS, check=OWN_ROWS),
-        Policy(f"pl_{table}_delete", table, "DELETE", APP_ROLE, using=OWN_ROWS),
-        Policy(f"pl_{table}_migrations", table, "ALL", TABLE_OWNER, using="true", check="true"),
-    )
-
-
-# Every table with a user_id column: row-level security enabled and forced, these policies.
-ROW_LEVEL_SECURITY: dict[str, tuple[Policy, ...]] = {"tasks": own_rows_only("tasks")}
+# On a connection of an app engine: its transaction has not set its user yet.
+_PENDING = "app.user_pending"
 
 
 def create_app_role(conn: Connection, role: str = APP_ROLE) -> None:
@@ -92,11 +45,20 @@ def create_app_role(conn: Connection, role: str = APP_ROLE) -> None:
 
 
 def valid_user_id(user_id: object) -> str:
-    """The user id to bind, or ValueError (one line) for what cannot be one."""
+    """The user id to bind, or InvalidArgument (a ValueError, one line) for what cannot be one."""
+    from models.errors import InvalidArgument
+
     if not isinstance(user_id, str) or not user_id.strip():
-        raise ValueError("user_id must be a non-empty string")
+        raise InvalidArgument.of("user_id", "must be a non-empty string")
     if "\x00" in user_id:
-        raise ValueError("user_id must not contain NUL (\\x00) characters")
+        raise InvalidArgument.of("user_id", "must not contain NUL (\\x00) characters")
+    if not user_id.isprintable():  # only then can it hold a lone surrogate
+        try:
+            user_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidArgument.of(
+                "user_id", "must be valid Unicode (no lone surrogates)"
+            ) from None
     return user_id
 
 
@@ -109,7 +71,9 @@ def bound_user(session: OrmSession) -> str | None:
 def bind_user(session: OrmSession, user_id: str) -> None:
     """Make every transaction of session (the open one too) run for user_id.
 
-    A session serves one user: binding another user to it raises ValueError.
+    A session serves one user: binding another user to it raises ValueError. Bound inside
+    a savepoint that is then rolled back, the user is set again for the transaction around
+    it (a rollback to a savepoint also undoes the setting made in it).
     """
     user_id = valid_user_id(user_id)
     current = bound_user(session)
@@ -127,9 +91,9 @@ def acting_as(session: OrmSession, user_id: str) -> Iterator[None]:
     """For the data-access functions: run the block for user_id.
 
     An unbound session is bound for the block only (every transaction begun inside sets
-    the user, so a refresh after commit works; a transaction open now is set at once and
-    keeps the user until it ends). A session bound to user_id is used as it is; one bound
-    to another user raises ValueError.
+    the user, so a refresh after commit works). A session bound to user_id is used as it
+    is; one bound to another user raises ValueError. On the app's engine, a transaction
+    still open after the block runs its next statement with no user again.
     """
     was_bound = bound_user(session) is not None
     bind_user(session, user_id)  # validates; the same user: as it is; another: ValueError
@@ -138,17 +102,97 @@ def acting_as(session: OrmSession, user_id: str) -> Iterator[None]:
     finally:
         if not was_bound:
             session.info.pop(_INFO_KEY, None)
+            connection = _open_connection(session)
+            if connection is not None:
+                unset_user_later(connection)
+
+
+def _open_connection(session: OrmSession) -> Connection | None:
+    """The connection of the session's open transaction, if it has a usable one."""
+    if not session.in_transaction():
+        return None
+    try:
+        connection = session.connection()
+    except InvalidRequestError:  # the transaction is over, or its connection was lost
+        return None
+    return None if connection.invalidated else connection
 
 
 def set_user(connection: Connection, user_id: str) -> None:
     """Run SET_USER with user_id as a bound parameter, on the DBAPI cursor directly: a
     statement per transaction, so it skips SQLAlchemy's statement machinery (~40% of the
-    cost; BENCHMARKS.md, section 9) and its logging and events."""
-    cursor = connection.connection.cursor()
+    cost; BENCHMARKS.md, section 9) and its logging and events.
+
+    A failure (a lost connection, most often) is the project's one-line DatabaseError; a
+    connection found dead is invalidated, so that closing the session afterwards is quiet.
+    """
+    connection.info.pop(_PENDING, None)
     try:
-        cursor.execute(SET_USER, (user_id,))
-    finally:
-        cursor.close()
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute(SET_USER, (user_id,))
+        finally:
+            cursor.close()
+    except connection.dialect.loaded_dbapi.Error as exc:
+        raise _lost(connection, exc) from None
+
+
+def _lost(connection: Connection, exc: Any) -> Exception:
+    from models.db import explain
+    from models.errors import DatabaseError
+
+    raw = connection.connection.dbapi_connection
+    if getattr(raw, "closed", 0) or connection.dialect.is_disconnect(exc, raw, None):
+        connection.invalidate(exc)
+        return DatabaseError(
+            f"{explain(exc, connection.engine.url)} (the connection was lost before this "
+            "transaction's user was set: nothing of it was committed)"
+        )
+    return DatabaseError(f"{explain(exc, connection.engine.url)} (setting the transaction's user)")
+
+
+def unset_user_later(connection: Connection) -> None:
+    """On an app engine (see watch_transactions): the next statement of this transaction
+    first sets no user (''). Costs nothing if there is none."""
+    connection.info[_PENDING] = True
+
+
+def watch_transactions(engine: Engine) -> None:
+    """Fail closed on engine: every transaction sets its user before its first statement,
+    '' when no bound session did, so that nothing a server connection carries (a
+    session-level `SET app.user_id` from a debugging session, through the SQLAlchemy pool
+    or a PgBouncer in transaction mode) is inherited.
+
+    The `begin` event only marks the connection; a bound session's `after_begin` sets its
+    user and clears the mark (one statement per transaction either way); otherwise the
+    first statement is sent as `UNSET_USER; <statement>` in the same round trip (psycopg2
+    sends one simple query; the cursor holds the last statement's result). A transaction
+    without statements costs nothing.
+    """
+    event.listen(engine, "begin", unset_user_later)
+    event.listen(engine, "before_cursor_execute", _before_statement, retval=True)
+
+
+# Constant, no parameter and no '%': safe in front of any statement, with or without
+# parameters.
+UNSET_USER = f"SELECT set_config('{USER_SETTING}', '', true); "
+
+
+def _before_statement(
+    conn: Connection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: Any,
+    executemany: bool,
+) -> tuple[str, Any]:
+    if _PENDING not in conn.info:
+        return statement, parameters
+    if executemany or getattr(cursor, "name", None):  # a batch, or a server-side cursor
+        set_user(conn, "")
+        return statement, parameters
+    del conn.info[_PENDING]
+    return UNSET_USER + statement, parameters
 
 
 @event.listens_for(OrmSession, "after_begin")
@@ -157,6 +201,75 @@ def _set_user(session: OrmSession, transaction: Any, connection: Connection) -> 
     user = bound_user(session)
     if user is not None:
         set_user(connection, user)
+
+
+@event.listens_for(OrmSession, "after_soft_rollback")
+def _set_user_again(session: OrmSession, previous_transaction: Any) -> None:
+    """A rollback to a savepoint also undoes a setting made after it: a bound session whose
+    transaction goes on sets its user again (bound before or inside the savepoint alike)."""
+    user = bound_user(session)
+    connection = _open_connection(session) if previous_transaction.nested else None
+    if user is not None and connection is not None:
+        set_user(connection, user)
+
+
+# Why a role escapes row-level security (PostgreSQL's rules): checked on an app engine's
+# first connection. A table counts when it is in a user schema; "reachable" means any
+# privilege that reads or changes rows.
+_ROLE_CHECK = """
+WITH r AS (SELECT oid, rolname, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user),
+t AS (
+    SELECT c.oid, format('%I', c.relname) AS name, c.relowner, c.relrowsecurity AS rls,
+           c.relforcerowsecurity AS forced
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+)
+SELECT r.rolname, r.rolsuper, r.rolbypassrls,
+    ARRAY(SELECT format('%I', m.rolname) FROM pg_roles m WHERE m.oid <> r.oid
+            AND (m.rolsuper OR m.rolbypassrls) AND pg_has_role(r.oid, m.oid, 'MEMBER')
+          ORDER BY 1),
+    ARRAY(SELECT t.name FROM t WHERE t.rls AND t.relowner = r.oid ORDER BY 1),
+    ARRAY(SELECT t.name FROM t WHERE t.rls AND t.relowner <> r.oid
+            AND pg_has_role(r.oid, t.relowner, 'MEMBER') ORDER BY 1),
+    ARRAY(SELECT t.name FROM t WHERE NOT (t.rls AND t.forced)
+            AND (has_any_column_privilege(r.oid, t.oid, 'SELECT, INSERT, UPDATE')
+                 OR has_table_privilege(r.oid, t.oid, 'DELETE, TRUNCATE'))
+          ORDER BY 1),
+    ARRAY(SELECT t.name FROM t WHERE t.rls AND has_table_privilege(r.oid, t.oid, 'TRUNCATE')
+          ORDER BY 1)
+FROM r
+"""
+
+
+def why_unrestricted(dbapi_connection: Any) -> tuple[str, str | None]:
+    """(the connection's role, why row-level security does not restrict it, or None)."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(_ROLE_CHECK)
+        role, superuser, bypass, privileged, owned, member, open_, truncate = cursor.fetchone()
+    finally:
+        cursor.close()
+    dbapi_connection.rollback()  # the check leaves no transaction open
+
+    def names(tables: list[str]) -> str:
+        return ", ".join(tables[:3]) + (f" and {len(tables) - 3} more" if len(tables) > 3 else "")
+
+    if superuser:
+        return role, "it is a superuser"
+    if bypass:
+        return role, "it has BYPASSRLS"
+    if privileged:
+        return role, f"it can SET ROLE to {names(privileged)}, a superuser or BYPASSRLS role"
+    if owned:
+        return role, f"it owns {names(owned)}"
+    if member:
+        return role, f"it is a member of the owner of {names(member)}"
+    if open_:
+        return role, f"it can reach {names(open_)}, without forced row-level security"
+    if truncate:
+        return role, f"it may TRUNCATE {names(truncate)} (TRUNCATE ignores row-level security)"
+    return role, None
 
 
 def get_user_session(user_id: str) -> Iterator[Session]:

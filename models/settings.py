@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,15 +16,18 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    """A finite, non-negative number from env, or one line naming the variable (its value is
+    never echoed: a misplaced line of .env may hold a secret). nan and inf are refused: nan
+    compares false with every bound (a lock wait of nan never ends), inf never ends either."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise DatabaseError(f"{name}={raw!r} is not a number of seconds; fix it in .env") from None
-    if value < 0:
-        raise DatabaseError(f"{name}={raw!r} must not be negative; fix it in .env")
+        raise DatabaseError(f"{name} is not a number; fix it in .env") from None
+    if not math.isfinite(value) or value < 0:
+        raise DatabaseError(f"{name} must be a finite number, 0 or more; fix it in .env")
     return value
 
 

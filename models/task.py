@@ -99,8 +99,14 @@ def _enum(cls: type[StrEnum], name: str) -> sa.Enum:
 
 
 def _as_utc(value: datetime) -> datetime:
-    """A timestamp without a zone is read as UTC; any other is converted to UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    """A timestamp without a zone is read as UTC; any other is converted to UTC, which must
+    stay within years 1-9999 (0001-01-01T00:00:00+14:00 is in year 0 in UTC)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must be within years 1-9999 once converted to UTC") from None
 
 
 DueDate = Annotated[datetime, AfterValidator(_as_utc)]

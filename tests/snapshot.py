@@ -11,6 +11,7 @@ embedded PostgreSQL (or on TEST_DATABASE_URL's server when that is set).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -27,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 if stale")
     parser.add_argument("--output", type=Path, default=SNAPSHOT, help="default: %(default)s")
     args = parser.parse_args(argv)
+    notices = logging.getLogger("models")  # the one line naming other tools' tables, if any
+    notices.setLevel(logging.INFO)
+    notices.addHandler(logging.StreamHandler())
     shown = args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output
     try:
         with tempfile.TemporaryDirectory(prefix="pg-") as tmp, open_server(Path(tmp)) as server:

@@ -6,7 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from bench import chain, contract, deploy, isolation, listing, online, pooler, rls, suite
+from bench import (
+    chain,
+    contract,
+    deploy,
+    failclosed,
+    isolation,
+    listing,
+    online,
+    pooler,
+    rls,
+    suite,
+)
 from bench.harness import SMOKE, Sizes
 from tests import pgbouncer as pgb
 from tests.support import PgServer
@@ -104,3 +115,17 @@ def test_rls_benchmark_compares_the_list_query_with_and_without_rls(pg_server: P
     assert [row[2] for row in table.rows] == [rls.WITHOUT, rls.BOUND, rls.WITH] * 4
     assert all(row[3].startswith("Limit") for row in table.rows)
     assert "set_config" in table.notes[0]
+
+
+def test_failclosed_benchmark_times_the_app_with_and_without_the_per_transaction_user(
+    pg_server: PgServer,
+) -> None:
+    """10: each call of the app before and after, the precondition's cost, the side channels."""
+    table = failclosed.run(pg_server, SMOKE)
+    assert [row[0] for row in table.rows][:2] == [
+        "empty transaction, unbound session",
+        "list_tasks, bound session (get_user_session)",
+    ]
+    assert len(table.rows) == 6 and all(row[-1].endswith(" ms") for row in table.rows)
+    assert "unbound reset" in table.notes[0] and "expected_updated_at" in table.notes[1]
+    assert any("$1" in note for note in table.notes)  # psycopg 3 binds on the server

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC
+from typing import Any
 
 import pytest
 from sqlalchemy import event, text
 from sqlmodel import Session
 
 from models import (
+    Conflict,
     InvalidArgument,
     Priority,
     TaskCreate,
@@ -23,6 +28,10 @@ from models import (
     replace_task,
     update_task,
 )
+from models.db import make_engine
+from models.security import APP_ROLE
+from models.settings import Settings
+from tests.support import PgServer
 
 
 def test_create_returns_generated_fields(session: Session) -> None:
@@ -156,3 +165,101 @@ def test_ids_that_cannot_exist_are_not_found(session: Session) -> None:
         assert get_task(session, "alice", bad) is None
         assert update_task(session, "alice", bad, TaskUpdate(title="x")) is None
         assert delete_task(session, "alice", bad) is False
+
+
+def seen(updated_at: object) -> dict[str, Any]:
+    """The precondition argument: the updated_at a client read."""
+    return {"expected_updated_at": updated_at}
+
+
+def test_an_update_with_a_precondition_applies_only_to_what_the_client_read(
+    session: Session,
+) -> None:
+    """expected_updated_at (the updated_at the client read, also as the JSON string it got):
+    applied if unchanged, in one statement; Conflict (412) if the task changed since; None
+    if it is gone or another user's; a blind update still works."""
+    task = create_task(session, "alice", TaskCreate(title="t", tags=["a"]))
+    tid, read = task.id or 0, task.updated_at
+    sent: list[str] = []
+    bind = session.get_bind()
+
+    def record(*args: object) -> None:
+        statement = str(args[2]).strip().split()[0].upper()
+        if statement not in ("SAVEPOINT", "RELEASE"):  # the test's rollback isolation
+            sent.append(statement)
+
+    event.listen(bind, "before_cursor_execute", record)
+    try:
+        done = update_task(
+            session, "alice", tid, TaskUpdate(tags=["a", "b"]), expected_updated_at=read
+        )
+    finally:
+        event.remove(bind, "before_cursor_execute", record)
+    assert sent == ["WITH"]  # one statement: the guarded UPDATE ... RETURNING, in a CTE
+    assert done is not None and done.tags == ["a", "b"] and done.updated_at != read
+    for stale in (read, TaskRead.model_validate(task).model_dump(mode="json")["updated_at"]):
+        with pytest.raises(Conflict, match=f"task {tid} changed since"):
+            update_task(
+                session, "alice", tid, TaskUpdate(tags=["a", "c"]), expected_updated_at=stale
+            )
+        with pytest.raises(Conflict):
+            update_task(session, "alice", tid, TaskUpdate(), **seen(stale))
+    fresh = TaskRead.model_validate(done).model_dump(mode="json")["updated_at"]
+    assert "." in fresh  # microseconds survive the JSON round trip
+    full = TaskReplace(title="r", complete=True, priority=Priority.HIGH)
+    replaced = replace_task(session, "alice", tid, full, **seen(fresh))
+    assert replaced is not None and replaced.title == "r"
+    assert (
+        update_task(session, "bob", tid, TaskUpdate(title="x"), expected_updated_at=fresh) is None
+    )
+    assert update_task(session, "alice", tid, TaskUpdate(complete=False)) is not None  # blind
+    delete_task(session, "alice", tid)
+    assert update_task(session, "alice", tid, TaskUpdate(title="x"), **seen(fresh)) is None
+    with pytest.raises(InvalidArgument, match="expected_updated_at"):
+        update_task(session, "alice", tid, TaskUpdate(title="x"), **seen("soon"))
+
+
+def test_two_clients_appending_a_tag_at_once_keep_both_with_the_precondition(
+    pg_server: PgServer, head_template: str
+) -> None:
+    """Two clients read a task, then both append a tag at once: blind updates lose one tag
+    in every round (5 of 5); with the precondition the loser gets Conflict, reads again,
+    retries, and all 20 rounds keep both tags."""
+    with pg_server.database("race", template=head_template) as name:
+        app_role = replace(pg_server, user=APP_ROLE, password=None)
+        engine = make_engine(app_role.url(name), Settings(), pool_pre_ping=False)
+
+        def append(task_id: int, tag: str, barrier: threading.Barrier, guarded: bool) -> None:
+            with Session(engine) as session:
+                task = get_task(session, "ann", task_id)
+                barrier.wait()  # both have read before either writes
+                while task is not None:
+                    change = TaskUpdate(tags=[*task.tags, tag])
+                    try:
+                        seen = task.updated_at if guarded else None
+                        update_task(session, "ann", task_id, change, expected_updated_at=seen)
+                        return
+                    except Conflict:
+                        task = get_task(session, "ann", task_id)
+
+        kept = {}
+        try:
+            for guarded, rounds in ((False, 5), (True, 20)):
+                kept[guarded] = 0
+                for _ in range(rounds):
+                    with Session(engine) as session:
+                        task_id = create_task(session, "ann", TaskCreate(title="t")).id or 0
+                    barrier = threading.Barrier(2)
+                    with ThreadPoolExecutor(2) as pool:
+                        list(
+                            pool.map(
+                                append, [task_id] * 2, ["x", "y"], [barrier] * 2, [guarded] * 2
+                            )
+                        )
+                    with Session(engine) as session:
+                        final = get_task(session, "ann", task_id)
+                    assert final is not None
+                    kept[guarded] += sorted(final.tags) == ["x", "y"]
+        finally:
+            engine.dispose()
+    assert kept == {False: 0, True: 20}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import random
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from sqlmodel import Session
 
 from models import TaskCreate, TaskUpdate, create_task, delete_task, get_task, list_tasks
 from models import update_task as update
 from models.db import make_engine
+from models.security import APP_ROLE
 from models.settings import Settings
 from tests.support import PgServer, migrate
 
@@ -18,11 +20,12 @@ ROUNDS = 15
 
 
 def test_twenty_threads_of_mixed_crud_stay_isolated(pg_server: PgServer) -> None:
-    """20 threads of mixed CRUD: no pool timeout, no cross-user leak, every connection returned."""
+    """20 threads of mixed CRUD as the app role: no pool timeout, no cross-user leak, every
+    connection returned."""
     with pg_server.database() as name:
-        url = pg_server.url(name)
-        migrate(url)
-        engine = make_engine(url, Settings(), pool_timeout=10)
+        migrate(pg_server.url(name))
+        app_role = replace(pg_server, user=APP_ROLE, password=None)
+        engine = make_engine(app_role.url(name), Settings(), pool_timeout=10)
         foreign_ids: list[int] = []  # every task id created so far, by anyone
 
         def worker(n: int) -> list[str]:

@@ -5,7 +5,7 @@ Revises: 0009
 Create Date: 2026-11-27 06:10:00+00:00
 
 Written by hand (autogenerate cannot see policies or grants); the declaration it must
-match is models/security.py, and the schema checks compare the two.
+match is models/policies.py, and the schema checks compare the two.
 
 For each table in TABLES: row-level security is enabled and FORCED (the owner is not
 exempt by accident), the app role may read and write only the rows whose user_id is the
@@ -33,6 +33,11 @@ APP_ROLE = "todo_app"
 TABLES = ("tasks",)
 OWN_ROWS = "user_id = (SELECT NULLIF(current_setting('app.user_id', true), ''))"
 
+OWNED = ", ".join(f"'{table}'::regclass" for table in TABLES)
+# The role must exist and be one row-level security restricts: not a superuser, no
+# BYPASSRLS, and (a check added after release, no schema change) no member of the tables'
+# owner or of such a role, whose rights a member may use (SET ROLE, or inherited), and not
+# the owner itself.
 REQUIRE_ROLE = f"""
 DO $$
 DECLARE unsafe boolean;
@@ -44,6 +49,15 @@ BEGIN
     ELSIF unsafe THEN
         RAISE EXCEPTION 'role {APP_ROLE} is a superuser or has BYPASSRLS, which row-level '
             'security cannot stop: ALTER ROLE {APP_ROLE} NOSUPERUSER NOBYPASSRLS';
+    ELSIF EXISTS (
+        SELECT FROM pg_roles r
+        WHERE pg_has_role('{APP_ROLE}', r.oid, 'MEMBER')
+          AND (r.rolsuper OR r.rolbypassrls OR r.oid IN (
+              SELECT relowner FROM pg_class WHERE oid = ANY (ARRAY[{OWNED}])))
+    ) THEN
+        RAISE EXCEPTION 'role {APP_ROLE} owns the tables, or is a member (directly or through '
+            'other roles) of their owner, of a superuser or of a BYPASSRLS role, which '
+            'row-level security cannot stop: REVOKE that membership (\\du {APP_ROLE} shows it)';
     END IF;
 END $$
 """

@@ -19,9 +19,11 @@ share is in `common.py`.
     check_cli_matches_checks(cfg, server)          10. the `alembic` process builds the same DDL
     check_one_transaction_or_rerunnable(cfg)       11. no revision mixes both
     check_exceptions_are_reviewed(cfg)             12. waivers name a check and a reason
-    check_row_level_security(cfg, server)          13. every user_id table: RLS as declared
+    check_row_level_security(cfg, server)          13. RLS and grants as declared, every table
 
-A revision may waive a per-revision check for itself: `exceptions.py`.
+A revision may waive a per-revision check for itself: `exceptions.py`. Other tools' tables
+in a check's database (a server whose template1 holds them) are left out of checks 2, 5
+and 7 and named once (migrations/ownership.py).
 """
 
 from tests.checks.cli import check_cli_matches_checks
