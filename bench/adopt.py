@@ -1,4 +1,4 @@
-"""10. Adoption of a legacy database (L3) under write load: each step's time and the longest
+"""11. Adoption of a legacy database (L3) under write load: each step's time and the longest
 time a writer waited during it; beside it, the in-place ALTER TABLE it avoids."""
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def run(server: PgServer, sizes: Sizes, adopted: Callable[[str], None] | None = 
             if adopted is not None:
                 adopted(name)
     table = Table(
-        "10. Adopting a legacy database under write load",
+        "11. Adopting a legacy database under write load",
         f"{rows:,} legacy rows in the shape {SHAPE} (create_all() + the app's hand scripts "
         "001 and 008, tests/legacy/), plus the fixture's rows; `alembic -x adopt=true -x "
         "adopt-fix=priority-case upgrade head` as a process, while "
