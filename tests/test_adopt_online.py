@@ -56,7 +56,15 @@ def killed_at(url: URL, point: str) -> int:
             adopt(url, adopt_batch="5", adopt_crash_at=point, **FIX)
         finally:
             os._exit(3)
-    return os.waitpid(pid, 0)[1]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"the adoption killed at {point!r} did not end within 60 s")
 
 
 def test_a_kill_at_any_step_then_the_same_command_finishes(

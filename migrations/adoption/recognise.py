@@ -9,6 +9,7 @@ revision is known here as soon as the snapshot is regenerated, as the workflow a
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,10 @@ from migrations.adoption.shapes import LEFTOVER_TYPES, SHAPES, Shape
 REVISIONS = Path(__file__).with_name("revisions.json")
 
 
+@functools.cache
 def revisions() -> dict[str, Schema]:
-    """Revision id -> the schema `alembic upgrade <id>` builds, in history order."""
+    """Revision id -> the schema `alembic upgrade <id>` builds, in history order (read
+    once per process; callers do not change it)."""
     data = json.loads(REVISIONS.read_text())
     return {rev: Schema.from_json(schema) for rev, schema in data.items()}
 
