@@ -28,6 +28,7 @@ from migrations.ownership import Ownership
 from models import TaskCreate, TaskUpdate, create_task, get_task, list_tasks, update_task
 from models.policies import APP_ROLE, APP_ROLE_SETTINGS, ROW_LEVEL_SECURITY
 from models.security import bind_user
+from models.settings import Settings
 from models.task import TAG_MAX, TAGS_MAX, USER_ID_MAX, Priority, Recurring
 from tests.checks.common import history, models_metadata, schema_ddl
 from tests.checks.models_match import catalog_differences, model_differences
@@ -395,3 +396,33 @@ def test_revisions_json_is_what_the_revisions_build(pg_server: PgServer) -> None
     """migrations/adoption/revisions.json (each revision's schema, as adoption compares a
     live database with it) is current: `python -m tests.snapshot` rewrites it."""
     compare_revisions(render_revisions(alembic_config(), pg_server))
+
+
+def test_a_busy_table_pauses_the_adoption_and_the_same_command_resumes(
+    pg_server: PgServer, copy_of: CopyOf
+) -> None:
+    """While a transaction writes to the legacy table, the sync trigger cannot be made:
+    after the deploy's retries (lock_timeout) adoption pauses with one line, the legacy
+    table as it was; run again once the writer is done, it finishes from where it was."""
+    name = copy_of("L2/enum")
+    url = pg_server.url(name)
+    quick = Settings(
+        lock_timeout_seconds=0.1, migration_lock_retries=1, migration_retry_pause_seconds=0.01
+    )
+    writer = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with writer.connect() as conn:
+            conn.execute(text("UPDATE tasks SET complete = true WHERE id = 1"))  # left open
+            with pytest.raises(CommandError) as caught:
+                adopt(url, settings=quick)
+            assert str(caught.value).startswith(
+                "adoption paused before it could install the sync trigger: table public.tasks "
+                "was busy (lock_timeout 0.1s, 2 tries)"
+            )
+            assert "\n" not in str(caught.value)
+            conn.rollback()
+    finally:
+        writer.dispose()
+    assert scalar(pg_server, name, "SELECT to_regclass('alembic_version')") is None
+    adopt(url, settings=quick)
+    assert scalar(pg_server, name, "SELECT version_num FROM alembic_version") == head()
