@@ -84,7 +84,14 @@ def adopt_or_refuse(conn: Connection, settings: Settings) -> None:
         )
     if not mode:
         raise CommandError(_refusal(state))
-    Adoption(conn, context.script, options, settings).run(plan_only=mode == "plan")
+    try:
+        Adoption(conn, context.script, options, settings).run(plan_only=mode == "plan")
+    except DBAPIError as exc:  # e.g. the connection lost: one line, as every failure
+        why = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise CommandError(
+            f"adoption stopped ({why}); what it finished is kept and the rest was rolled "
+            "back: run the same command again once the cause is fixed"
+        ) from exc
 
 
 def _mode(options: dict[str, str]) -> str:
