@@ -40,6 +40,7 @@ from sqlalchemy import Connection, MetaData, create_engine, event, pool
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeDecorator
 
+from migrations.adopt import adopt_or_refuse
 from migrations.approle import ensure_app_role
 from migrations.dataloss import FLAG, GUARD_OPTION, DataLossRefused, waives
 from migrations.describe import explain_check
@@ -62,7 +63,9 @@ AUTOGENERATE_MODULES: tuple[str, ...] = ("migrations.autogen",)
 # Steps run on the connection before the revisions, with the migration lock held (also in a
 # caller's transaction; never for --sql): each takes (connection, settings) and refuses with
 # a CommandError of one line. E.g. a check of the database's state, or the app role's setup.
-BEFORE_MIGRATIONS: tuple[Callable[[Connection, Settings], None], ...] = ()
+BEFORE_MIGRATIONS: tuple[Callable[[Connection, Settings], None], ...] = (
+    adopt_or_refuse,  # a database built without migrations: refused, or adopted (adopt.py)
+)
 
 # Alembic hands what the running command passed (revision_context, destination_rev, ...)
 # to the MigrationContext that configure() makes: a first configure, without a database,

@@ -1,4 +1,5 @@
-"""Regenerate migrations/schema.sql, the committed DDL of `alembic upgrade head`.
+"""Regenerate migrations/schema.sql, the committed DDL of `alembic upgrade head` (and
+migrations/adoption/revisions.json, each revision's schema as adoption compares it).
 
     python -m tests.snapshot            # rewrite migrations/schema.sql
     python -m tests.snapshot --check    # exit 1 with the diff if it is stale
@@ -15,7 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from migrations.adoption.recognise import REVISIONS
 from tests.checks import SNAPSHOT, SchemaCheckError, compare_snapshot, render_snapshot
+from tests.legacy.revisions import compare_revisions, render_revisions
 from tests.support import ROOT, alembic_config, open_server
 
 
@@ -32,14 +35,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="pg-") as tmp, open_server(Path(tmp)) as server:
             text = render_snapshot(alembic_config(), server)
+            # The revisions' schemas for adoption (migrations/adoption/revisions.json).
+            adoption = render_revisions(alembic_config(), server) if args.output == SNAPSHOT else ""
         if args.check:
             compare_snapshot(text, args.output)
+            if adoption:
+                compare_revisions(adoption)
             print(f"{shown} is current.")
             return 0
     except SchemaCheckError as exc:
         print(exc, file=sys.stderr)
         return 1
     args.output.write_text(text)
+    if adoption:
+        REVISIONS.write_text(adoption)
     print(f"Wrote {shown}: review the diff and commit it with the revision.")
     return 0
 
