@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import (
+    adopt,
     chain,
     contract,
     deploy,
@@ -35,6 +36,7 @@ NAMES = (
     "contract",
     "rls",
     "failclosed",
+    "adopt",
 )
 
 
@@ -87,6 +89,7 @@ def main(argv: list[str]) -> None:
             "contract": lambda: contract.run(server, sizes),
             "rls": lambda: rls.run(server, sizes),
             "failclosed": lambda: failclosed.run(server, sizes),
+            "adopt": lambda: adopt.run(server, sizes),
         }
         for name in names:
             result: Table | list[Table] = runners[name]()

@@ -23,6 +23,19 @@ turns them into revisions that apply on a live table with rows:
 - a new NOT NULL column on an existing table without a server default: refused;
 - a varchar widening: kept, with its reviewed lint exception declared in the revision.
 
+What a reviewer must not miss is written above the operation, and said while it runs:
+
+- every operation that loses stored data (a dropped table or column, a narrowing type
+  change, a removed enum value), in upgrade() or downgrade(), gets a `# DESTRUCTIVE:`
+  comment saying what and how the data-loss guard stops it (migrations/dataloss.py); in
+  upgrade() a warning line too;
+- a new table whose id is SERIAL or integer gets a `# FIX:` comment and a warning with the
+  one-line model fix (models/base.py's TableBase, or a bigint identity column);
+- a new table whose updated_at the database sets (`server_onupdate=sa.FetchedValue()`, as
+  TableBase gives it) gets its trigger, `ops.create_updated_at_trigger`, after CREATE
+  TABLE (and `ops.drop_updated_at_trigger` before DROP TABLE, also for a removed table
+  that has one).
+
 A revision either runs in one transaction or is made of rerunnable autocommit steps
 (migrations/ops.py), never both: one autogenerate run writes up to five chained
 revisions, in this order: enum values (steps), index drops (steps), the transactional
@@ -37,7 +50,7 @@ import logging
 import re
 import textwrap
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from alembic.autogenerate import renderers
@@ -49,8 +62,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex
+from sqlalchemy.sql.elements import conv
 
 import migrations.rls  # noqa: F401  (registers the row-level security comparator)
+from migrations.dataloss import FLAG, narrows, shape
 from migrations.enums import (
     OPS_IMPORT,
     AddEnumValue,
@@ -58,7 +73,7 @@ from migrations.enums import (
     database_enums,
     is_native,
 )
-from migrations.ops import not_null_check_name
+from migrations.ops import UPDATED_AT_FUNCTION, not_null_check_name, updated_at_trigger_name
 
 log = logging.getLogger("models")
 CONVENTION = "see docs/workflow.md"
@@ -114,11 +129,7 @@ class ValidateConstraint(MigrateOperation):
     def drop(self) -> alembic_ops.DropConstraintOp:
         """The DROP CONSTRAINT that comes before adding it again NOT VALID."""
         return alembic_ops.DropConstraintOp(
-            self.added.constraint_name,
-            self.table,
-            type_=self.kind,
-            schema=self.schema,
-            _reverse=self.added,
+            self.added.constraint_name, self.table, type_=self.kind, schema=self.schema
         )
 
 
@@ -182,6 +193,188 @@ def _render_not_null(autogen_context: AutogenContext, op: SetNotNull) -> str:
     autogen_context.imports.add(OPS_IMPORT)
     helper = "drop_not_null" if op.drop else "set_not_null"
     return f"ops.{helper}({op.table!r}, {op.column!r})"
+
+
+class UpdatedAtTrigger(MigrateOperation):
+    """`ops.create_updated_at_trigger(table)`, or `ops.drop_updated_at_trigger` reversed."""
+
+    def __init__(self, table: str, drop: bool = False) -> None:
+        self.table, self.drop = table, drop
+
+    def reverse(self) -> MigrateOperation:
+        return UpdatedAtTrigger(self.table, drop=not self.drop)
+
+
+@renderers.dispatch_for(UpdatedAtTrigger)
+def _render_trigger(autogen_context: AutogenContext, op: UpdatedAtTrigger) -> str:
+    autogen_context.imports.add(OPS_IMPORT)
+    helper = "drop_updated_at_trigger" if op.drop else "create_updated_at_trigger"
+    return f"ops.{helper}({op.table!r})"
+
+
+class Commented(MigrateOperation):
+    """An operation written below a comment the reviewer cannot miss (`# DESTRUCTIVE: ...`,
+    `# FIX: ...`); reversed, the operation's own reverse."""
+
+    def __init__(self, op: MigrateOperation, label: str, text: str) -> None:
+        self.op, self.label, self.text = op, label, text
+
+    def reverse(self) -> MigrateOperation:
+        return self.op.reverse()
+
+
+COMMENT_WIDTH = 88  # + "# " and the body's indent: within the project's line length
+
+
+@renderers.dispatch_for(Commented)
+def _render_commented(autogen_context: AutogenContext, op: Commented) -> list[str]:
+    text = f"{op.label}: {op.text}".replace(FLAG, FLAG.replace(" ", "\0"))  # one piece
+    lines = textwrap.wrap(text, width=COMMENT_WIDTH, break_long_words=False)
+    comment = [f"# {line}".replace("\0", " ") for line in lines]
+    return [*comment, *render_op(autogen_context, op.op)]
+
+
+def destructive(item: MigrateOperation) -> str | None:
+    """What an operation destroys, and how the data-loss guard stops it (None: nothing)."""
+    if isinstance(item, alembic_ops.DropTableOp):
+        return (
+            f"drops table {item.table_name} and its rows; refuses while it holds rows unless {FLAG}"
+        )
+    if isinstance(item, alembic_ops.DropColumnOp):
+        return (
+            f"drops column {item.table_name}.{item.column_name} and its values; refuses while "
+            f"rows hold values unless {FLAG}"
+        )
+    if isinstance(item, alembic_ops.AlterColumnOp) and narrows(
+        item.existing_type, item.modify_type
+    ):
+        assert item.existing_type is not None and item.modify_type is not None
+        old, new = (t.compile(dialect=_PG) for t in (item.existing_type, item.modify_type))
+        return (
+            f"narrows column {item.table_name}.{item.column_name} from {old} to {new}; "
+            f"refuses while values do not fit unless {FLAG} (which cuts or rounds them)"
+        )
+    if isinstance(item, AddEnumValue) and item.undo:
+        return (
+            f"removes value {item.value!r} from enum type {item.name}; refuses while rows hold "
+            f"it, even with {FLAG}: UPDATE them first"
+        )
+    return None
+
+
+def mark_destructive(container: alembic_ops.OpContainer, warn: bool) -> None:
+    """Put a `# DESTRUCTIVE:` comment above each operation that loses data (and, for an
+    upgrade, say it now in a warning line)."""
+    for n, item in enumerate(container.ops):
+        if isinstance(item, alembic_ops.OpContainer):
+            mark_destructive(item, warn)
+            continue
+        text = destructive(item)
+        if text is None:
+            continue
+        container.ops[n] = Commented(item, "DESTRUCTIVE", text)
+        if warn:
+            log.warning("DESTRUCTIVE: the revision %s (marked in the file: review it).", text)
+
+
+MODEL_FIX = (
+    "inherit models.base.TableBase (or TenantTableBase), or declare "
+    "`id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, "
+    "sa.Identity(always=True), primary_key=True))`"
+)
+
+
+def serial_id(table: sa.Table) -> str | None:
+    """`<table>.<id> is SERIAL (...)` when a new table's id is not a bigint identity."""
+    keys = list(table.primary_key.columns)
+    found = shape(keys[0].type) if len(keys) == 1 else None
+    if found is None or found[0] != "integer":
+        return None
+    column, bits = keys[0], found[1]
+    serial = (
+        column.identity is None
+        and column.server_default is None
+        and column.autoincrement in (True, "auto")
+    )
+    if bits == 64 and not serial:
+        return None
+    kind = {16: "SMALLSERIAL", 32: "SERIAL", 64: "BIGSERIAL"}[bits] if serial else None
+    rules = ["prefer-bigint-over-int"] if bits < 64 else []
+    rules += ["prefer-identity"] if serial else []
+    return (
+        f"{table.name}.{column.name} is {kind or column.type.compile(dialect=_PG)} "
+        f"(the lint, check 8, refuses it: {', '.join(rules)})"
+    )
+
+
+def updated_at_by_trigger(table: sa.Table) -> bool:
+    """A new table whose updated_at the database sets on UPDATE (server_onupdate), with a
+    created_at to keep: TableBase's columns."""
+    updated = table.c.get("updated_at")
+    return updated is not None and updated.server_onupdate is not None and "created_at" in table.c
+
+
+def has_updated_at_trigger(bind: sa.Connection | None, table: str) -> bool:
+    """The table has the shared updated_at trigger in the database (so a DROP TABLE's
+    downgrade must create it again)."""
+    if bind is None:
+        return False
+    query = sa.text(
+        "SELECT EXISTS (SELECT FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+        "WHERE c.relname = :table AND c.relnamespace = current_schema()::regnamespace "
+        "AND t.tgname = :name AND t.tgfoid = to_regprocedure(:function))"
+    )
+    found = bind.execute(
+        query,
+        {
+            "table": table,
+            "name": updated_at_trigger_name(table),
+            "function": f"{UPDATED_AT_FUNCTION}()",
+        },
+    )
+    return bool(found.scalar())
+
+
+def _create_table(plan: Plan, upgrade_ops: alembic_ops.UpgradeOps, item: MigrateOperation) -> None:
+    """A new table: its enum types first, a FIX comment on a SERIAL/integer id, its
+    updated_at trigger after it."""
+    assert isinstance(item, alembic_ops.CreateTableOp)
+    table = item.to_table()
+    for column in table.columns:
+        ensure_type(plan, column)
+    _warn_unindexed_foreign_keys(upgrade_ops, table)
+    serial = serial_id(table)
+    if serial is None:
+        plan.main.append(item)
+    else:
+        log.warning("%s. In the model: %s; then autogenerate again.", serial, MODEL_FIX)
+        plan.main.append(Commented(item, "FIX", f"{serial}. In the model: {MODEL_FIX}."))
+    if updated_at_by_trigger(table):
+        plan.main.append(UpdatedAtTrigger(table.name))
+
+
+LONG_CHECK = 60  # a CHECK's SQL longer than this is written in parts, one per line
+_PIECE = re.compile(r"\\u[0-9a-fA-F]{4}|.", re.DOTALL)
+
+
+def render_check(constraint: sa.CheckConstraint) -> str | Literal[False]:
+    """A CHECK in CREATE TABLE whose SQL is too long for a line (the tenant tables'
+    not-blank CHECK), as string parts Python joins, so the revision keeps the project's
+    line length; False: Alembic's own rendering (called from env.py's render_item)."""
+    sql, name = constraint.sqltext, constraint.name
+    if not isinstance(sql, sa.TextClause) or len(sql.text) <= LONG_CHECK or not name:
+        return False
+    if any(isinstance(c.type, sa.Enum | sa.Boolean) for c in constraint.columns):
+        return False  # an Enum's or a Boolean's own CHECK: rendered with its type
+    parts, current = [], ""
+    for piece in _PIECE.findall(sql.text):  # never split an escape such as \u0009
+        if len(current) + len(piece) > 48:
+            parts.append(current)
+            current = ""
+        current += piece
+    parts.append(current)
+    rendered_name = f"op.f({str(name)!r})" if isinstance(name, conv) else repr(str(name))
+    return f"sa.CheckConstraint({' '.join(map(repr, parts))}, name={rendered_name})"
 
 
 # ------------------------------------------------------------------ the rewrite
@@ -314,11 +507,7 @@ def _enum_value_changes(
             old = alembic_ops.CreateCheckConstraintOp(
                 check.name, table.name, sa.text(found[name]), schema=table.schema
             )
-            ops_.append(
-                alembic_ops.DropConstraintOp(
-                    check.name, table.name, type_="check", schema=table.schema, _reverse=old
-                )
-            )
+            ops_.append(alembic_ops.DropConstraintOp.from_constraint(old.to_constraint()))
             added = alembic_ops.CreateCheckConstraintOp(
                 check.name,
                 table.name,
@@ -394,7 +583,8 @@ def _alter_column(plan: Plan, op: alembic_ops.AlterColumnOp, ops_: list[MigrateO
 
 
 def _modify(plan: Plan, container: alembic_ops.ModifyTableOps, new: set[str]) -> None:
-    """Sort one existing table's operations (a table created here keeps them all plain)."""
+    """Sort one existing table's operations (a table created or dropped here keeps them all
+    plain: it is empty, or goes with its indexes)."""
     table = container.table_name
     if table in new:
         for item in container.ops:
@@ -461,6 +651,7 @@ def plan(
 ) -> Plan:
     """Sort autogenerate's operations into the revisions that apply them safely."""
     new = {op.table_name for op in upgrade_ops.ops if isinstance(op, alembic_ops.CreateTableOp)}
+    new |= {op.table_name for op in upgrade_ops.ops if isinstance(op, alembic_ops.DropTableOp)}
     result = Plan(bind=bind)
     for item in upgrade_ops.ops:
         if isinstance(item, AddEnumValue):
@@ -470,10 +661,12 @@ def plan(
             _modify(result, item, new)
             continue
         if isinstance(item, alembic_ops.CreateTableOp):
-            table = item.to_table()
-            for column in table.columns:
-                ensure_type(result, column)
-            _warn_unindexed_foreign_keys(upgrade_ops, table)
+            _create_table(result, upgrade_ops, item)
+            continue
+        if isinstance(item, alembic_ops.DropTableOp) and has_updated_at_trigger(
+            bind, item.table_name
+        ):
+            result.main.append(UpdatedAtTrigger(item.table_name, drop=True))
         result.main.append(item)
     if metadata is not None and bind is not None:
         _enum_value_changes(result, metadata, bind, new)
@@ -527,6 +720,9 @@ def rewrite(
             depends_on=script.depends_on,
             imports=set(),  # Alembic's default is one set shared by every MigrationScript
         )
+        assert new.upgrade_ops is not None and new.downgrade_ops is not None
+        mark_destructive(new.upgrade_ops, warn=True)
+        mark_destructive(new.downgrade_ops, warn=False)
         if exceptions:
             # Rendered after the imports: a reviewed exception, declared where a reviewer
             # sees it; the schema checks honour it for this revision alone.

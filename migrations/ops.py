@@ -22,6 +22,9 @@ constraint `NOT VALID` (`op.create_check_constraint(..., postgresql_not_valid=Tr
 - `set_not_null` / `drop_not_null`: NOT NULL through a validated `CHECK (col IS NOT NULL)`,
   so SET NOT NULL skips its own scan under ACCESS EXCLUSIVE (PostgreSQL 12+).
 
+For a new table made with models/base.py's TableBase (autogenerate writes them):
+`create_updated_at_trigger` / `drop_updated_at_trigger`, in the revision's transaction.
+
 Row-level security for one table in one call, in the revision's transaction (only catalog
 changes; the same SQL online and with --sql), written by autogenerate from the
 declaration in models/policies.py (migrations/rls.py):
@@ -313,6 +316,61 @@ def backfill(table: str, set_: str, where: str, *, batch: int = 5000, key: str =
             op.execute("COMMIT")
             if not updated:
                 return
+
+
+# The trigger of a table made with models/base.py's TableBase: on every UPDATE (ORM or raw
+# SQL) updated_at moves to clock_timestamp() (not now(): a later UPDATE in the inserting
+# transaction still moves it) and created_at keeps its value. One function serves every
+# such table (tasks keeps its own, from 0001); it is created with the first trigger and
+# dropped with the last. No percent sign or colon: the same SQL online and with --sql.
+UPDATED_AT_FUNCTION = "set_updated_at"
+_CREATE_UPDATED_AT_FUNCTION = f"""
+DO $$
+BEGIN
+    IF to_regprocedure('{UPDATED_AT_FUNCTION}()') IS NULL THEN
+        CREATE FUNCTION {UPDATED_AT_FUNCTION}() RETURNS trigger
+        LANGUAGE plpgsql AS $body$
+        BEGIN
+            NEW.updated_at := clock_timestamp();
+            NEW.created_at := OLD.created_at;
+            RETURN NEW;
+        END;
+        $body$;
+    END IF;
+END $$"""
+_DROP_UPDATED_AT_FUNCTION_IF_UNUSED = f"""
+DO $$
+BEGIN
+    IF to_regprocedure('{UPDATED_AT_FUNCTION}()') IS NOT NULL AND NOT EXISTS (
+        SELECT FROM pg_trigger WHERE tgfoid = to_regprocedure('{UPDATED_AT_FUNCTION}()')
+    ) THEN
+        DROP FUNCTION {UPDATED_AT_FUNCTION}();
+    END IF;
+END $$"""
+
+
+def updated_at_trigger_name(table: str) -> str:
+    """The name of a table's updated_at trigger (as 0001 names tasks' own)."""
+    return f"tr_{table}_set_updated_at"[:MAX_IDENTIFIER]
+
+
+def create_updated_at_trigger(table: str) -> None:
+    """The updated_at trigger on table (columns created_at and updated_at), in the revision's
+    transaction; the shared function set_updated_at() is created first if missing."""
+    quote = op.get_context().impl.dialect.identifier_preparer.quote
+    op.execute(_CREATE_UPDATED_AT_FUNCTION)
+    op.execute(
+        f"CREATE TRIGGER {quote(updated_at_trigger_name(table))} BEFORE UPDATE ON "
+        f"{quote(table)} FOR EACH ROW EXECUTE FUNCTION {UPDATED_AT_FUNCTION}()"
+    )
+
+
+def drop_updated_at_trigger(table: str) -> None:
+    """The inverse of create_updated_at_trigger: the trigger, then the shared function if
+    no other table's trigger uses it any more."""
+    quote = op.get_context().impl.dialect.identifier_preparer.quote
+    op.execute(f"DROP TRIGGER {quote(updated_at_trigger_name(table))} ON {quote(table)}")
+    op.execute(_DROP_UPDATED_AT_FUNCTION_IF_UNUSED)
 
 
 # ----------------------------------------------------------------- row-level security

@@ -38,6 +38,9 @@ class PgServer:
     port: int
     user: str = "postgres"
     password: str | None = None
+    # The database every new one copies (CREATE DATABASE ... TEMPLATE), like a server whose
+    # template1 holds other tools' tables; None: template1.
+    template: str | None = None
 
     def url(self, dbname: str = "postgres", **query: str) -> URL:
         """The SQLAlchemy URL of one database on this server."""
@@ -65,7 +68,7 @@ class PgServer:
             host=self.host,
             port=self.port,
             dbname=name,
-            template_dbname=template,
+            template_dbname=template or self.template,
             password=self.password,
         )
         with janitor:

@@ -22,7 +22,9 @@ share is in `common.py`.
     check_row_level_security(cfg, server)          13. RLS and grants as declared, every table
     check_definer_functions(cfg, server)           14. SECURITY DEFINER: the bound user's rows only
 
-A revision may waive a per-revision check for itself: `exceptions.py`.
+A revision may waive a per-revision check for itself: `exceptions.py`. Other tools' tables
+in a check's database (a server whose template1 holds them) are left out of checks 2, 5
+and 7 and named once (migrations/ownership.py).
 """
 
 from tests.checks.cli import check_cli_matches_checks

@@ -9,7 +9,7 @@ import pkgutil
 import re
 import subprocess
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from alembic.script import Script, ScriptDirectory
 from sqlalchemy import Connection, MetaData, create_engine, pool
 from sqlalchemy.exc import SAWarning
 
+from migrations.ownership import Ownership, announce
 from models.local import pg_program
 from tests.support import PgServer
 
@@ -160,18 +161,21 @@ def revision_sql(cfg: Config, rev: Script) -> str:
 _VOLATILE = ("SET ", "SELECT pg_catalog.set_config", "\\restrict", "\\unrestrict", "-- Dumped ")
 
 
-def schema_ddl(server: PgServer, dbname: str) -> str:
-    """The whole database's DDL (pg_dump --schema-only; alembic_version and volatile lines out).
+def schema_ddl(server: PgServer, dbname: str, exclude: Iterable[str] = ()) -> str:
+    """The whole database's DDL (pg_dump --schema-only; alembic_version, the tables named in
+    exclude (other tools', see migrations/ownership.py) and volatile lines out).
 
     Every schema, not just public: a leftover schema, extension, type, function, trigger,
     sequence, index, policy or grant shows up here (grants are part of the schema).
     """
+    others = [f"--exclude-table=*.{quoted(name)}" for name in exclude]
     out = subprocess.run(
         [
             pg_program("pg_dump"),
             "--schema-only",
             "--no-owner",
             "--exclude-table=*.alembic_version",
+            *others,
             server.dsn(dbname),
         ],
         capture_output=True,
@@ -184,6 +188,11 @@ def schema_ddl(server: PgServer, dbname: str) -> str:
     text = re.sub(r"--\n-- PostgreSQL database dump( complete)?\n--\n", "", "\n".join(kept))
     text = re.sub(r"\n{3,}", "\n\n", text).strip("\n")
     return text + "\n"
+
+
+def quoted(name: str) -> str:
+    """A table name as a pg_dump pattern matches it exactly (no case folding, no wildcards)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def psql(server: PgServer, dbname: str, sql: str) -> subprocess.CompletedProcess[str]:
@@ -207,6 +216,14 @@ def reflection_quirks() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Can't validate argument 'dialect_options'", SAWarning)
         yield
+
+
+def foreign_tables(cfg: Config, conn: Connection) -> list[str]:
+    """The tables of other tools in the connection's database (neither created by cfg's
+    revisions nor in the models' metadata, or declared foreign), named once in the log."""
+    found = Ownership.of(cfg, scripts(cfg)).foreign_tables(conn)
+    announce(found)
+    return found
 
 
 def models_metadata() -> MetaData:

@@ -28,7 +28,15 @@ from alembic.config import Config
 from alembic.script import Script
 from sqlalchemy import Connection, inspect, text
 
-from tests.checks.common import SchemaCheckError, alembic_step, bound, first_line, history, name
+from tests.checks.common import (
+    SchemaCheckError,
+    alembic_step,
+    bound,
+    first_line,
+    foreign_tables,
+    history,
+    name,
+)
 from tests.checks.exceptions import excepted
 from tests.support import PgServer
 
@@ -156,12 +164,19 @@ def _read(conn: Connection, row: _Row, columns: Columns) -> dict[int, tuple[str,
     )
 
 
-def _insert_rows(conn: Connection, rev: Script, counter: Iterator[int]) -> list[_Row]:
-    """Sample rows in every table (parents before children): the revision's own, or two
-    generated ones (every column set; every nullable column NULL)."""
+def _insert_rows(
+    conn: Connection, rev: Script, counter: Iterator[int], foreign: set[str]
+) -> list[_Row]:
+    """Sample rows in every table of ours (parents before children; other tools' tables,
+    foreign, are never written): the revision's own, or two generated ones (every column
+    set; every nullable column NULL)."""
     given: Mapping[str, Sequence[Mapping[str, Any]]] = getattr(rev.module, SAMPLE_ROWS, {})
     insp = inspect(conn)
-    names = [n for n, _ in insp.get_sorted_table_and_fkc_names() if n and n != "alembic_version"]
+    names = [
+        n
+        for n, _ in insp.get_sorted_table_and_fkc_names()
+        if n and n != "alembic_version" and n not in foreign
+    ]
     columns = _columns(conn)
     rows: list[_Row] = []
     latest: dict[str, dict[str, Any]] = {}
@@ -280,6 +295,8 @@ def check_data_survives(cfg: Config, server: PgServer) -> None:
     rows: list[_Row] = []
     counter = itertools.count(1)
     with server.database("data") as dbname, bound(cfg, server, dbname) as conn:
+        foreign = set(foreign_tables(cfg, conn))
+        conn.rollback()
         for rev in history(cfg):
             before = _columns(conn)
             conn.rollback()
@@ -299,7 +316,7 @@ def check_data_survives(cfg: Config, server: PgServer) -> None:
             # What the rows hold now must survive from here (renamed columns: the new name).
             rows = [r for r in rows if r.table in after and _refresh(conn, r, after)]
             conn.rollback()
-            rows += _insert_rows(conn, rev, counter)
+            rows += _insert_rows(conn, rev, counter, foreign)
 
 
 def _refresh(conn: Connection, row: _Row, columns: Columns) -> bool:

@@ -1,5 +1,9 @@
 """2. Models match migrations: Alembic's comparison, plus what it does not compare.
 
+Only the project's tables are compared, as `alembic check` does (migrations/ownership.py):
+another tool's tables in the database (a server that puts them in every new database)
+are left out and named once.
+
 Alembic's autogenerate compares types, lengths, nullability, server defaults, indexes,
 unique and foreign keys. It skips CHECK constraints (their names and expressions), the
 primary key's name and the values of an enum type: these are compared by building the
@@ -9,6 +13,7 @@ models' metadata in a scratch database and reading both catalogs.
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from alembic.autogenerate import produce_migrations, render_python_code
@@ -22,12 +27,14 @@ from sqlalchemy.types import TypeDecorator
 # (registering their comparators: native enum values, row-level security)
 from migrations import enums, rls  # noqa: F401
 from migrations.describe import describe_difference, flat_diffs, summary
+from migrations.ownership import Ownership, announce
 from tests.checks.common import (
     SchemaCheckError,
     alembic_step,
     bound,
     models_metadata,
     reflection_quirks,
+    scripts,
 )
 from tests.support import PgServer
 
@@ -101,9 +108,30 @@ def _create(engine: Engine, statements: list[str], strict: bool = False) -> list
     return failed
 
 
-def catalog_differences(server: PgServer, migrated: Connection, metadata: MetaData) -> list[str]:
+# The enum types that only other tools' tables use (their columns, arrays included).
+_FOREIGN_ENUMS = text(
+    """
+    SELECT DISTINCT t.typname FROM pg_type t
+    JOIN pg_attribute a ON a.atttypid IN (t.oid, t.typarray)
+    JOIN pg_class c ON c.oid = a.attrelid
+    WHERE t.typtype = 'e' AND c.relname = ANY(:foreign) AND a.attnum > 0
+      AND c.relnamespace = current_schema()::regnamespace
+      AND t.typnamespace = current_schema()::regnamespace
+    EXCEPT
+    SELECT DISTINCT t.typname FROM pg_type t
+    JOIN pg_attribute a ON a.atttypid IN (t.oid, t.typarray)
+    JOIN pg_class c ON c.oid = a.attrelid
+    WHERE t.typtype = 'e' AND NOT (c.relname = ANY(:foreign)) AND a.attnum > 0
+    """
+)
+
+
+def catalog_differences(
+    server: PgServer, migrated: Connection, metadata: MetaData, foreign: Sequence[str] = ()
+) -> list[str]:
     """CHECKs (names and expressions), primary key names and enum values: the migrated
-    database vs a scratch database built from the models' metadata."""
+    database vs a scratch database built from the models' metadata (the enum types of
+    other tools' tables, foreign, left out)."""
     tables = {t.name for t in metadata.sorted_tables}
     with server.database("models_built") as scratch:
         engine = create_engine(server.url(scratch), poolclass=pool.NullPool)
@@ -116,6 +144,8 @@ def catalog_differences(server: PgServer, migrated: Connection, metadata: MetaDa
         finally:
             engine.dispose()
     have, have_enums = _catalog(migrated, tables)
+    theirs = set(migrated.execute(_FOREIGN_ENUMS, {"foreign": list(foreign)}).scalars())
+    have_enums = {typ: labels for typ, labels in have_enums.items() if typ not in theirs}
     problems = []
     for key in sorted(want.keys() | have.keys()):
         table, kind, cname = key
@@ -152,14 +182,28 @@ def catalog_differences(server: PgServer, migrated: Connection, metadata: MetaDa
     return problems
 
 
-def model_differences(conn: Connection, metadata: MetaData) -> tuple[list[str], str]:
-    """Alembic's comparison of a migrated database with the models: (sentences, code)."""
+def model_differences(
+    conn: Connection, metadata: MetaData, ownership: Ownership | None = None
+) -> tuple[list[str], str]:
+    """Alembic's comparison of a migrated database with the models: (sentences, code).
+
+    With ownership, as env.py compares: other tools' tables are left out (and named)."""
+    hooks: dict[str, Any] = {}
+    if ownership is not None:
+        hooks = {"include_name": ownership.include_name, "include_object": ownership.include_object}
     context = MigrationContext.configure(
         conn,
-        opts={"compare_type": True, "compare_server_default": True, "target_metadata": metadata},
+        opts={
+            "compare_type": True,
+            "compare_server_default": True,
+            "target_metadata": metadata,
+            **hooks,
+        },
     )
     with reflection_quirks():
         script = produce_migrations(context, metadata)
+    if ownership is not None:
+        announce(ownership.left_alone)
     assert script.upgrade_ops is not None
     sentences = [describe_difference(d) for d in flat_diffs(script.upgrade_ops.as_diffs())]
     code = ""
@@ -176,8 +220,10 @@ def check_models_match(cfg: Config, server: PgServer, metadata: MetaData | None 
     metadata = models_metadata() if metadata is None else metadata
     with server.database("models") as dbname, bound(cfg, server, dbname) as conn:
         alembic_step(cfg, "head")
-        sentences, code = model_differences(conn, metadata)
-        sentences += catalog_differences(server, conn, metadata)
+        ownership = Ownership.of(cfg, scripts(cfg), metadata)
+        sentences, code = model_differences(conn, metadata, ownership)
+        foreign = ownership.foreign_tables(conn)
+        sentences += catalog_differences(server, conn, metadata, foreign)
         conn.rollback()
     if not sentences:
         return

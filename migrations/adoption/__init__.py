@@ -1,0 +1,1 @@
+"""Adoption of a database built without migrations (the entry point: migrations/adopt.py)."""
