@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -13,10 +14,20 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, col
 
-from bench.data import load_tasks, share, user_id
+from bench.data import FILL, load_tasks, share, user_id
 from bench.harness import Sizes, median, ms
-from bench.listing import captured, shape
+from bench.listing import captured
 from bench.online import under_load
+from bench.plans import (
+    allow_auto_explain,
+    explain_all,
+    nested_plans,
+    page_plan,
+    plan_engine,
+    rows_read,
+    shape,
+    touches_tasks,
+)
 from bench.report import Table
 from models import (
     Settings,
@@ -29,24 +40,13 @@ from models import (
     make_engine,
     update_task,
 )
-from models.listing import ListQuery, _encode
-from models.security import bound_user
+from models.cursor import seal
+from models.listing import ListQuery, _context, _secret
+from models.security import APP_ROLE, bound_user
 from tests.support import PgServer, migrate, run_alembic
 
 REVISIONS = ("0003", "0004", "0005", "0006", "0007", "0008", "0009")
 HEAVY = user_id(1)
-# The v1.1 columns of every task, varied so that each filter matches a realistic share:
-# priority a third each, 1 in 4 without due date, tags in five patterns ("urgent" 20%),
-# "milk" in 1% of the titles. Filled before 0009 builds its indexes (as a real table's
-# rows would have them by the time of a later index build).
-FILL = """
-UPDATE tasks SET
-    priority = (ARRAY['low', 'medium', 'high'])[1 + id % 3]::task_priority,
-    due_date = CASE WHEN id % 4 = 0 THEN NULL ELSE created_at + (id % 30) * interval '1 day' END,
-    tags = (ARRAY['{}', '{work}', '{home,errand}', '{work,urgent}', '{someday}'])
-        [1 + id % 5]::text[],
-    title = title || CASE WHEN id % 100 = 0 THEN ' buy milk' ELSE '' END
-"""
 FILTERS: dict[str, dict[str, Any]] = {
     "none": {},
     "status=pending": {"status": "pending"},
@@ -106,15 +106,34 @@ def fill(dsn: str) -> None:
         conn.execute("VACUUM ANALYZE tasks")
 
 
-def explain(engine: Engine, statement: str, params: Any, runs: int) -> tuple[str, float]:
-    """The plan's node chain and the median server Execution Time (s) of statement."""
-    times, plan = [], {}
-    with engine.connect() as conn:
-        for _ in range(runs):
-            found = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", params)
-            plan = found.scalar_one()[0]
-            times.append(plan["Execution Time"] / 1000)
-    return shape(plan["Plan"]), median(times)
+SET_USER = "SELECT set_config('app.user_id', %(user)s, true)"
+
+
+def statements(engine: Engine, call: Callable[[], object]) -> list[tuple[str, Any]]:
+    """The list's statements (page, count) that call() sends on engine."""
+    with captured(engine) as sent:
+        call()
+    return [(sql, params) for sql, params in sent if touches_tasks(sql)]
+
+
+def server(engine: Engine, call: Callable[[], object], runs: int) -> float:
+    """The median server time (s: planning + execution, a definer function's own query
+    included) of the statements call() sends, as engine's role, for the heaviest owner."""
+    return explain_all(engine, HEAVY, statements(engine, call), runs)[0]
+
+
+def inner(planner: Engine, arguments: dict[str, Any], count: bool = False) -> dict[str, Any]:
+    """The plan of the page (or the count) query that list_tasks ran, nested in a definer
+    function or not, as the app role, by auto_explain."""
+
+    def call() -> None:
+        with Session(planner) as session:
+            list_tasks(session, HEAVY, **arguments)
+
+    plans = nested_plans(planner, call)
+    if count:
+        return next(p.root for p in plans if "SELECT count(*)" in p.query)
+    return page_plan(plans)
 
 
 def timed(call: Callable[[], object], runs: int) -> float:
@@ -126,8 +145,9 @@ def timed(call: Callable[[], object], runs: int) -> float:
     return median(samples)
 
 
-def variants(engine: Engine, runs: int) -> list[list[str]]:
-    """Every sort x order x filter for the heaviest owner: plan, server p50, call p50."""
+def variants(app: Engine, planner: Engine, runs: int) -> list[list[str]]:
+    """Every sort x order x filter for the heaviest owner as the app role: the plan of the
+    page query, rows read, server p50, call p50."""
     result = []
     for sort_by in SORTS:
         for order in ("asc", "desc"):
@@ -135,19 +155,22 @@ def variants(engine: Engine, runs: int) -> list[list[str]]:
                 args = {"sort_by": sort_by, "sort_order": order, "limit": 50, **filters}
 
                 def call(args: dict[str, Any] = args) -> None:
-                    with Session(engine) as session:
-                        list_tasks(session, HEAVY, with_count=False, **args)
+                    with Session(app) as session:
+                        list_tasks(session, HEAVY, **args)
 
                 call()
-                with captured(engine) as sent:
-                    call()
-                statement, params = next(s for s in sent if "FROM tasks" in s[0])
-                plan, server = explain(engine, statement, params, runs)
-                result.append([sort_by, order, label, plan, ms(server), ms(timed(call, runs))])
+                at_server = server(app, call, runs)
+                root = inner(planner, args)
+                result.append(
+                    [
+                        *(sort_by, order, label, shape(root), f"{rows_read(root):,}"),
+                        *(ms(at_server), ms(timed(call, runs))),
+                    ]
+                )
     return result
 
 
-def count_and_search(engine: Engine, runs: int) -> list[list[str]]:
+def count_and_search(app: Engine, planner: Engine, runs: int) -> list[list[str]]:
     """The total count, and the search with its count, for the heaviest owner."""
     rows = []
     cases: list[tuple[str, dict[str, Any]]] = [
@@ -155,24 +178,29 @@ def count_and_search(engine: Engine, runs: int) -> list[list[str]]:
         ("count, search=milk", {"search": "milk"}),
     ]
     for label, filters in cases:
-        with Session(engine) as session, captured(engine) as sent:
-            list_tasks(session, HEAVY, limit=1, **filters)
-        statement, params = next(s for s in sent if "count(" in s[0])
-        plan, server = explain(engine, statement, params, runs)
-        rows.append([label, plan, ms(server), ""])
+        args = {"limit": 1, "with_count": True, **filters}
+
+        def count(args: dict[str, Any] = args) -> None:
+            with Session(app) as session:
+                list_tasks(session, HEAVY, **args)
+
+        at_server = server(app, count, runs)
+        root = inner(planner, args, count=True)
+        rows.append([label, shape(root), ms(at_server), ""])
 
     def search() -> None:
-        with Session(engine) as session:
-            list_tasks(session, HEAVY, search="milk", limit=50)
+        with Session(app) as session:
+            list_tasks(session, HEAVY, search="milk", limit=50, with_count=True)
 
     rows.append(["list_tasks(search=milk), page + count", "", "", ms(timed(search, runs))])
     return rows
 
 
-def keyset_vs_offset(engine: Engine, runs: int) -> list[list[str]]:
+def keyset_vs_offset(app: Engine, runs: int) -> list[list[str]]:
     """Page 1,000 (pages of 50, newest first) by cursor and by OFFSET (an earlier page
-    if the owner has fewer tasks: smoke runs)."""
-    with engine.connect() as conn:
+    if the owner has fewer tasks: smoke runs), as the app role."""
+    with app.connect() as conn:
+        conn.exec_driver_sql(SET_USER, {"user": HEAVY})
         total = conn.execute(
             sa.text("SELECT count(*) FROM tasks WHERE user_id = :u"), {"u": HEAVY}
         ).scalar_one()
@@ -184,23 +212,31 @@ def keyset_vs_offset(engine: Engine, runs: int) -> list[list[str]]:
             ),
             {"u": HEAVY, "o": offset - 1},
         ).one()
-    cursor = _encode(ListQuery(limit=50), last.created_at, last.id)
-    with Session(engine) as session, captured(engine) as sent:
-        page = list_tasks(session, HEAVY, limit=50, cursor=cursor, with_count=False)
-    statement, params = next(s for s in sent if "FROM tasks" in s[0])
-    keyset = explain(engine, statement, params, runs)
-    first_id = page.tasks[0].id
+        conn.rollback()
+    with Session(app) as session:
+        context = _context(HEAVY, ListQuery(limit=50))
+        cursor = seal(_secret(session), context, last.created_at, last.id)
+    first: list[int] = []
+
+    def page() -> None:
+        with Session(app) as session:
+            found = list_tasks(session, HEAVY, limit=50, cursor=cursor)
+            first[:] = [found.tasks[0].id]
+
+    keyset = server(app, page, runs)
     sql = (
         "SELECT * FROM tasks WHERE user_id = %(u)s ORDER BY created_at DESC, id DESC "
         "LIMIT 50 OFFSET %(o)s"
     )
-    with engine.connect() as conn:
+    with app.connect() as conn:
+        conn.exec_driver_sql(SET_USER, {"user": HEAVY})
         same = conn.exec_driver_sql(sql, {"u": HEAVY, "o": offset}).first()
-    assert same is not None and same.id == first_id, "keyset and OFFSET disagree"
-    by_offset = explain(engine, sql, {"u": HEAVY, "o": offset}, runs)
+        conn.rollback()
+    assert same is not None and [same.id] == first, "keyset and OFFSET disagree"
+    by_offset = explain_all(app, HEAVY, [(sql, {"u": HEAVY, "o": offset})], runs)[0]
     return [
-        [f"keyset (cursor), page {offset // 50 + 1:,}", keyset[0], ms(keyset[1])],
-        [f"OFFSET {offset:,}", by_offset[0], ms(by_offset[1])],
+        [f"keyset (cursor), page {offset // 50 + 1:,}", "list_tasks", ms(keyset)],
+        [f"OFFSET {offset:,}", "one statement under the policies", ms(by_offset)],
     ]
 
 
@@ -280,7 +316,11 @@ def run(server: PgServer, sizes: Sizes) -> list[Table]:
         migrate(url)  # later revisions: list_tasks is head's code, whatever they add
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE tasks")
-        engine = make_engine(url, Settings(), admin=True)  # the owner: a privileged figure
+        allow_auto_explain(server)
+        app = make_engine(replace(server, user=APP_ROLE, password=None).url(name), Settings())
+        planner = plan_engine(server, name)
+        # 8e counts statements, not time: as the owner, where v1.0's unbound ORM writes run.
+        owner = make_engine(url, Settings(), admin=True)
         try:
             tables = [
                 Table(
@@ -296,27 +336,33 @@ def run(server: PgServer, sizes: Sizes) -> list[Table]:
                 Table(
                     "8b. Every list variant, heaviest owner",
                     f"Owner rank 1 (~{round(rows * share(1, sizes.users)):,} tasks) of "
-                    f"{rows:,}, v1.1 columns filled before 0009 (FILL in bench/contract.py); "
-                    "page of "
-                    f"50, no count; server = median EXPLAIN ANALYZE Execution Time of the "
-                    f"first statement list_tasks sent ({runs} runs); call = list_tasks wall "
-                    "time through the app's engine. Goal: a bounded plan (Limit > Index "
-                    "Scan), server p50 <= 1 ms.",
-                    ["sort", "order", "filter", "plan", "server p50 ms", "call p50 ms"],
-                    variants(engine, runs),
+                    f"{rows:,}, v1.1 columns filled before 0009 (FILL in bench/data.py); "
+                    f"page of 50, no count, as `{APP_ROLE}` through the policies. Plan: the "
+                    "page query list_tasks ran (auto_explain; inside `tasks_page_ids` for a "
+                    "search, tags or the priority sort's keyset), rows read = rows its scans "
+                    "returned or filtered out; server = median EXPLAIN ANALYZE Planning + "
+                    "Execution Time of the statements list_tasks sent (a definer function's "
+                    f"query included, {runs} runs); call = list_tasks wall time through the "
+                    "app's engine. Goal: a bounded plan, server p50 <= 1 ms.",
+                    [
+                        *("sort", "order", "filter", "plan", "rows read"),
+                        *("server p50 ms", "call p50 ms"),
+                    ],
+                    variants(app, planner, runs),
                 ),
                 Table(
                     "8c. Count and search, heaviest owner",
-                    f"{runs} runs each. Goal: p50 <= 10 ms each.",
+                    f"As `{APP_ROLE}`; plan: the count query that `tasks_count` ran; {runs} "
+                    "runs each. Goal: p50 <= 10 ms each.",
                     ["what", "plan", "server p50 ms", "call p50 ms"],
-                    count_and_search(engine, runs),
+                    count_and_search(app, planner, runs),
                 ),
                 Table(
                     "8d. Page 1,000: keyset against OFFSET",
-                    f"Pages of 50, newest first, heaviest owner; {runs} runs each; both return "
-                    "the same first row (asserted).",
-                    ["page 1,000 by", "plan", "server p50 ms"],
-                    keyset_vs_offset(engine, runs),
+                    f"Pages of 50, newest first, heaviest owner, as `{APP_ROLE}`; {runs} runs "
+                    "each; both return the same first row (asserted).",
+                    ["page 1,000 by", "how", "server p50 ms"],
+                    keyset_vs_offset(app, runs),
                 ),
                 Table(
                     "8e. Round trips per create + update + delete",
@@ -325,9 +371,10 @@ def run(server: PgServer, sizes: Sizes) -> list[Table]:
                     "row-level security needs per transaction (revision 0010); the pool's "
                     "pre-ping and psycopg2's BEGIN come on top, the same for both.",
                     ["code", "sent", "what"],
-                    round_trips(engine),
+                    round_trips(owner),
                 ),
             ]
         finally:
-            engine.dispose()
+            for engine in (app, planner, owner):
+                engine.dispose()
     return tables

@@ -1,24 +1,27 @@
-"""4. The list query: list_tasks at revision 0001 (before) and head (after), 10k to 1M rows."""
+"""4. The list query: v1.0's list at revision 0001's indexes (before) and head's (after), 10k to
+1M rows, as the app role through the policies (the owner's figure beside it, a reference)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
 import sqlalchemy as sa
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, text
 from sqlmodel import Session
 
 from bench.data import load_tasks, share, user_id
 from bench.harness import Sizes, median, ms, pct, ratio
 from bench.report import Table
 from models import Settings, make_engine
+from models.security import APP_ROLE, bind_user
 from tests.support import PgServer, migrate
 
+SET_USER = text("SELECT set_config('app.user_id', :u, true)")
 BUDGET = 3.0  # seconds of list_tasks calls per case at most (then fewer than query_runs)
 RANKS = {"heaviest": 1, "typical": 100}  # owners by rank: most tasks, and a median-ish one
 # A planner setting for storage where random reads cost about as much as sequential ones
@@ -36,8 +39,9 @@ class Case:
 @dataclass
 class Result:
     plan: str
-    server: float  # EXPLAIN ANALYZE execution time, median (s)
-    client: list[float]  # list_tasks wall times (s)
+    server: float  # EXPLAIN ANALYZE execution time as the app role, median (s)
+    client: list[float]  # wall times as the app role (s)
+    owner: list[float]  # the same calls as the tables' owner, no policy (s): a reference
     explain: str
 
 
@@ -82,29 +86,37 @@ def list_v1(session: Session, owner: str, complete: bool | None) -> list[Any]:
     return list(session.execute(stmt))
 
 
-def measure(engine: Engine, case: Case, sizes: Sizes) -> Result:
-    owner = user_id(RANKS[case.who])
+def measure(app: Engine, owner: Engine, case: Case, sizes: Sizes) -> Result:
+    """list_v1 for the case's owner: as the app role (bound to the user) and as the tables'
+    owner, taking turns call by call; the app role's plan and server time."""
+    user = user_id(RANKS[case.who])
 
-    def call() -> None:
+    def call(engine: Engine, bind: bool) -> None:
         with Session(engine) as session:
-            list_v1(session, owner, case.complete)
+            if bind:
+                bind_user(session, user)
+            list_v1(session, user, case.complete)
 
     for _ in range(sizes.warmup):
-        call()
+        call(app, True)
+        call(owner, False)
     client: list[float] = []
+    reference: list[float] = []
     deadline = time.perf_counter() + BUDGET
     least = min(20, sizes.query_runs)
     while len(client) < sizes.query_runs and (
         len(client) < least or time.perf_counter() < deadline
     ):
-        start = time.perf_counter()
-        call()
-        client.append(time.perf_counter() - start)
-    with captured(engine) as sent:
-        call()
+        for engine, bind, samples in ((app, True, client), (owner, False, reference)):
+            start = time.perf_counter()
+            call(engine, bind)
+            samples.append(time.perf_counter() - start)
+    with captured(app) as sent:
+        call(app, True)
     statement, params = next(s for s in sent if "FROM tasks" in s[0])
     server: list[float] = []
-    with engine.connect() as conn:
+    with app.connect() as conn:
+        conn.execute(SET_USER, {"u": user})
         for _ in range(max(5, sizes.query_runs // 20)):
             found = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", params)
             plan = found.scalar_one()[0]
@@ -113,7 +125,8 @@ def measure(engine: Engine, case: Case, sizes: Sizes) -> Result:
             f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {statement}", params
         ).scalars()
         explain = "\n".join(text)
-    return Result(shape(plan["Plan"]), median(server), client, explain)
+        conn.rollback()
+    return Result(shape(plan["Plan"]), median(server), client, reference, explain)
 
 
 INDEXES = """
@@ -151,6 +164,7 @@ def measure_size(
     with server.database("listing") as name, server.database("listing_0001") as at_0001:
         migrate(server.url(at_0001), "0001")
         url = server.url(name)
+        app_url = replace(server, user=APP_ROLE, password=None).url(name)
         migrate(url, "head")  # head's table and list_tasks; 0001's indexes for "0001"
         built = {"0001": index_definitions(server.dsn(at_0001))}
         built["head"] = index_definitions(server.dsn(name))
@@ -159,14 +173,15 @@ def measure_size(
             if revision in built:
                 use_indexes(server.dsn(name), built[revision])
             ssd = {"connect_args": {"options": "-c random_page_cost=1.1"}}
-            # The owner (a privileged figure; section 9 has the app role's).
-            options = ssd if revision == SSD else {}
-            engine = make_engine(url, Settings(), admin=True, **options)
+            tuned = ssd if revision == SSD else {}
+            app = make_engine(app_url, Settings(), admin=False, **tuned)
+            owner = make_engine(url, Settings(), admin=True, **tuned)  # the reference
             try:
                 for case in cases:
-                    results[case, revision] = measure(engine, case, sizes)
+                    results[case, revision] = measure(app, owner, case, sizes)
             finally:
-                engine.dispose()
+                app.dispose()
+                owner.dispose()
     return results
 
 
@@ -179,20 +194,22 @@ def run(server: PgServer, sizes: Sizes) -> Table:
         "4. The list query",
         "The v1.0 list query (`list_v1`: what `list_tasks(session, user, complete=...)` sent "
         "before contract v1.1; page of 50, newest first) "
-        f"through the app's engine (`make_engine`), a new Session per call; {sizes.users} "
+        f"through the app's engine (`make_engine`) as `{APP_ROLE}`, through the policies, a "
+        "new Session per call bound to the user; the same calls as the tables' owner (no "
+        f"policy) take turns with them, a reference only (`owner p50`); {sizes.users} "
         "users, Zipf-skewed (user rank 1 owns ~10% of all tasks, rank 100 ~0.1%), oldest first "
         "(ids grow with created_at, spread over two years), loaded with "
         f"COPY, then VACUUM ANALYZE. Per case: {sizes.warmup} warm-up calls, then up to "
         f"{sizes.query_runs} calls (at most ~{BUDGET:g} s, at least 20); server ms = median "
-        "Execution Time of EXPLAIN ANALYZE of the exact statement it sent (v1.0's list "
-        "query). 0001 is head's table with the indexes revision 0001 builds (before the "
-        "composite ones), head with head's; on the largest table head is measured "
+        "Execution Time of EXPLAIN ANALYZE, as the app role, of the exact statement it sent "
+        "(v1.0's list query). 0001 is head's table with the indexes revision 0001 builds "
+        "(before the composite ones), head with head's; on the largest table head is measured "
         f"again with the planner setting random_page_cost=1.1 (`{SSD}`, the server's default "
         "is 4). Goal at head: an index scan with no Sort, server p50 <= 1 ms, under 1.5x "
         "growth from the smallest to the largest table.",
         [
             *("rows", "user (tasks)", "complete", "revision", "plan", "server ms", "calls"),
-            *("p50 ms", "p99 ms", "p50 vs 0001"),
+            *("p50 ms", "p99 ms", "p50 vs 0001", "owner p50 ms"),
         ],
     )
     for (case, revision), result in results.items():
@@ -211,6 +228,7 @@ def run(server: PgServer, sizes: Sizes) -> Table:
                 ms(p50),
                 ms(pct(result.client, 99)),
                 ratio(before, p50) if revision != "0001" else "",
+                ms(median(result.owner)),
             ]
         )
     small, large = min(sizes.rows), max(sizes.rows)
@@ -230,7 +248,7 @@ def run(server: PgServer, sizes: Sizes) -> Table:
         result = results[Case(large, "heaviest", None), revision]
         table.notes += [
             "",
-            f"EXPLAIN ANALYZE at {revision}, {large:,} rows, rank 1, any:",
+            f"EXPLAIN ANALYZE as `{APP_ROLE}` at {revision}, {large:,} rows, rank 1, any:",
             "",
             "```",
             result.explain,

@@ -1,41 +1,62 @@
-"""9. Row-level security: the list query with and without RLS, and setting the user per
-transaction, in the same run on the same table."""
+"""9. The list as the app role, through row-level security: list_tasks (revision 0012's
+definer functions) beside the same query under the policies alone, beside the owner's
+query without policies (a reference) and the upstream app's naive one, in one run."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
-from bench.data import load_tasks, share, user_id
+from bench.data import FIVE, RARE_TAG, load_tasks, user_id
 from bench.harness import Sizes, median, ms, pct, ratio
-from bench.listing import RANKS
+from bench.listing import captured
+from bench.plans import (
+    allow_auto_explain,
+    explain_all,
+    index_conditions,
+    nested_plans,
+    page_plan,
+    plan_engine,
+    rows_read,
+    shape,
+    touches_tasks,
+)
 from bench.report import Table
 from models import Settings, list_tasks, make_engine
+from models.cursor import seal, unseal
+from models.listing import ListQuery, _context, _secret
 from models.security import APP_ROLE, bind_user
+from models.task import Priority, TaskRead
 from tests.support import PgServer, migrate
 
 BUDGET = 3.0  # seconds per series at most (then fewer than query_runs, at least 20)
 WARMUP_FACTOR = 10  # a fresh connection's caches (policies, plans) warm up over many calls
-WITHOUT, BOUND, WITH = "owner, no RLS", "owner, no RLS, set_config", "app role, RLS"
-
-
-def shape(node: dict[str, Any]) -> str:
-    """The plan's main node chain, outermost first, InitPlans (the policy's once-per-statement
-    subquery) left out; `(user_id in Index Cond)` when the index range is per user."""
-    names, per_user = [node["Node Type"]], False
-    while True:
-        per_user = per_user or "user_id" in node.get("Index Cond", "")
-        main = [p for p in node.get("Plans", []) if p.get("Parent Relationship") != "InitPlan"]
-        if not main:
-            break
-        node = main[0]
-        names.append(node["Node Type"])
-    return " > ".join(names) + (" (user_id in Index Cond)" if per_user else "")
+PAGE = 50
+HEAVY = user_id(1)
+LIST, POLICIES, OWNER, NAIVE = (
+    "list_tasks (0012)",
+    "policies only (v1.1's query)",
+    "owner, no policy (reference)",
+    "upstream: ILIKE + OFFSET",
+)
+# The variants of issue 19: label -> list_tasks' arguments.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "no filter": {},
+    f"search, 5 matches ({FIVE})": {"search": FIVE},
+    "search, 1% (milk)": {"search": "milk"},
+    "tags, 20% (urgent)": {"tags": ["urgent"]},
+    f"tags, 5 ({RARE_TAG})": {"tags": [RARE_TAG]},
+    "priority=high": {"priority": "high"},
+    "by priority, middle page": {"sort_by": "priority", "sort_order": "asc", "middle": True},
+}
+SORTS = ("created_at", "due_date", "priority", "title")
+SET_USER = text("SELECT set_config('app.user_id', :u, true)")
+KEY_TYPE = {"created_at": "timestamptz", "due_date": "timestamptz", "title": "text"}
 
 
 def interleaved(calls: Mapping[str, Callable[[], object]], sizes: Sizes) -> dict[str, list[float]]:
@@ -58,144 +79,317 @@ def interleaved(calls: Mapping[str, Callable[[], object]], sizes: Sizes) -> dict
     return samples
 
 
-def listing(engine: Engine, owner: str, complete: bool | None, bind: bool) -> Callable[[], None]:
-    def call() -> None:
-        with Session(engine) as session:
-            if bind:
-                bind_user(session, owner)
-            list_tasks(session, owner, complete=complete)
+@dataclass
+class Query:
+    """One list request: list_tasks' arguments, and the cursor's position if it has one."""
 
-    return call
+    arguments: dict[str, Any]
+    after: tuple[Any, int] | None = None
 
+    @property
+    def sort_by(self) -> str:
+        return str(self.arguments.get("sort_by", "created_at"))
 
-def list_sql(complete: bool | None) -> str:
-    """The list query's SQL (as list_tasks builds it), for EXPLAIN."""
-    return (
-        "SELECT * FROM tasks WHERE user_id = :u"
-        + ("" if complete is None else " AND complete = :c")
-        + " ORDER BY created_at DESC, id DESC LIMIT 50"
-    )
+    @property
+    def desc(self) -> bool:
+        return bool(self.arguments.get("sort_order", "desc") == "desc")
 
 
-def explain_text(engine: Engine, owner: str) -> str:
-    """EXPLAIN ANALYZE of the unfiltered list as the bound app role, as text."""
-    with Session(engine) as session:
-        bind_user(session, owner)
-        found = session.execute(
-            text(f"EXPLAIN (ANALYZE, COSTS OFF, BUFFERS) {list_sql(None)}"), {"u": owner}
+def plain_sql(query: Query, count: bool = False) -> tuple[str, dict[str, Any]]:
+    """The query as v1.1 sent it (one statement on tasks, filters in its WHERE; a search of
+    3+ characters through a MATERIALIZED CTE), without the definer functions."""
+    where: list[str] = ["user_id = %(u)s"]
+    params: dict[str, Any] = {"u": HEAVY}
+    args = query.arguments
+    if "priority" in args:
+        where.append("priority = CAST(%(priority)s AS task_priority)")
+        params["priority"] = args["priority"]
+    if "tags" in args:
+        where.append("tags && CAST(%(tags)s AS text[])")
+        params["tags"] = args["tags"]
+    if "search" in args:
+        where.append("(title ILIKE %(pattern)s OR description ILIKE %(pattern)s)")
+        params["pattern"] = f"%{args['search']}%"
+    if count:
+        return f"SELECT count(*) FROM tasks WHERE {' AND '.join(where)}", params
+    key, direction = query.sort_by, "DESC" if query.desc else "ASC"
+    if query.after is not None:
+        cast = KEY_TYPE.get(key, "task_priority")
+        past = "<" if query.desc else ">"
+        where.append(f"({key}, id) {past} (CAST(%(key)s AS {cast}), %(id)s)")
+        params.update(key=str(query.after[0]), id=query.after[1])
+    order = f"ORDER BY {key} {direction}, id {direction} LIMIT {PAGE + 1}"
+    if len(args.get("search", "")) >= 3:
+        return (
+            f"WITH m AS MATERIALIZED (SELECT * FROM tasks WHERE {' AND '.join(where)}) "
+            f"SELECT * FROM m {order}",
+            params,
         )
-        return "\n".join(found.scalars())
+    return f"SELECT * FROM tasks WHERE {' AND '.join(where)} {order}", params
 
 
-def plan_of(engine: Engine, owner: str, complete: bool | None, bind: bool) -> tuple[str, float]:
-    """(plan shape, median server ms of EXPLAIN ANALYZE) of the list statement, as that role."""
-    sql = list_sql(complete)
-    server = []
+def naive_sql(search: str) -> list[tuple[str, dict[str, Any]]]:
+    """The upstream app's search (its get_tasks_filtered, paged with OFFSET) and its count."""
+    where = "user_id = %(u)s AND (title ILIKE %(p)s OR description ILIKE %(p)s)"
+    params = {"u": HEAVY, "p": f"%{search}%"}
+    return [
+        (
+            f"SELECT * FROM tasks WHERE {where} ORDER BY created_at DESC LIMIT {PAGE} OFFSET 0",
+            params,
+        ),
+        (f"SELECT count(*) FROM tasks WHERE {where}", params),
+    ]
+
+
+def run_sql(engine: Engine, statements: list[tuple[str, dict[str, Any]]], bind: bool) -> None:
+    """Run the statements in a new Session (bound to the user for the app role), the page's
+    rows validated as list_tasks does (TaskRead), so that only the queries differ."""
     with Session(engine) as session:
         if bind:
-            bind_user(session, owner)
-        for _ in range(7):
-            found = session.execute(
-                text(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}"), {"u": owner, "c": complete}
-            )
-            plan = found.scalar_one()[0]
-            server.append(plan["Execution Time"] / 1000)
-    return shape(plan["Plan"]), median(server)
+            bind_user(session, HEAVY)
+        for sql, params in statements:
+            found = session.connection().exec_driver_sql(sql, params)
+            if sql.startswith("SELECT count"):
+                found.scalar_one()
+            else:
+                [TaskRead.model_validate(dict(row)) for row in found.mappings()]
 
 
-def run(server: PgServer, sizes: Sizes) -> Table:
+def list_statements(engine: Engine, query: Query, count: bool) -> list[tuple[str, Any]]:
+    """The statements list_tasks sends for this query (page, then the count if asked)."""
+    with Session(engine) as session, captured(engine) as sent:
+        list_tasks(session, HEAVY, with_count=count, **cursor_arguments(session, query))
+    return [(sql, params) for sql, params in sent if touches_tasks(sql)]
+
+
+def cursor_arguments(session: Session, query: Query) -> dict[str, Any]:
+    """list_tasks' arguments, with the query's position sealed into a cursor."""
+    args = dict(query.arguments)
+    if query.after is not None:
+        context = _context(HEAVY, ListQuery.model_validate(args))
+        args["cursor"] = seal(_secret(session), context, query.after[0], query.after[1])
+    return args
+
+
+def inner_plan(engine: Engine, query: Query) -> dict[str, Any]:
+    """The plan of the page query list_tasks ran (auto_explain: tasks_page_ids' own, or the
+    direct read's), as the app role."""
+
+    def call() -> None:
+        with Session(engine) as session:
+            list_tasks(session, HEAVY, **cursor_arguments(session, query))
+
+    return page_plan(nested_plans(engine, call))
+
+
+def describe(root: dict[str, Any], tasks: int) -> tuple[str, str, str]:
+    """(plan chain, what the index condition holds beyond user_id, rows read of the user's)."""
+    conditions = index_conditions(root)
+    narrow = [c for c in conditions if "user_id" not in c or " AND " in c]
+    cond = "; ".join(sorted({c.split(":", 1)[0] for c in narrow})) if narrow else "user_id only"
+    return shape(root), cond, f"{rows_read(root):,} of {tasks:,}"
+
+
+def middle(engine: Engine, sort_by: str, desc: bool) -> tuple[Any, int]:
+    """The heaviest owner's middle row in this order: (sort key, id)."""
+    direction = "DESC" if desc else "ASC"
+    with engine.connect() as conn:
+        conn.execute(SET_USER, {"u": HEAVY})
+        row = conn.execute(
+            text(
+                f"SELECT {sort_by}, id FROM tasks WHERE user_id = :u AND {sort_by} IS NOT NULL "
+                f"ORDER BY {sort_by} {direction}, id {direction} "
+                "OFFSET (SELECT count(*) / 2 FROM tasks WHERE user_id = :u) LIMIT 1"
+            ),
+            {"u": HEAVY},
+        ).one()
+        conn.rollback()
+    return (Priority(row[0]) if sort_by == "priority" else row[0]), row[1]
+
+
+def run(server: PgServer, sizes: Sizes) -> list[Table]:
     rows = max(sizes.rows)
+    runs = max(3, min(sizes.query_runs, 30))
+    with server.database("rls") as name:
+        migrate(server.url(name), "0008")  # the v1.1 columns; the indexes built after COPY
+        load_tasks(server.dsn(name), rows, sizes.users, v11=True)
+        migrate(server.url(name))
+        allow_auto_explain(server)
+        owner = make_engine(server.url(name), Settings(), admin=True)  # the reference
+        app = make_engine(replace(server, user=APP_ROLE, password=None).url(name), Settings())
+        planner = plan_engine(server, name)
+        try:
+            with owner.connect() as conn:
+                tasks = conn.execute(
+                    text("SELECT count(*) FROM tasks WHERE user_id = :u"), {"u": HEAVY}
+                ).scalar_one()
+            tables = [
+                candidates(owner, app, planner, tasks, rows, sizes, runs),
+                sorts(app, planner, owner, tasks, rows, sizes, runs),
+            ]
+            tables[0].notes += costs(app, sizes)
+        finally:
+            for engine in (owner, app, planner):
+                engine.dispose()
+    return tables
+
+
+def candidates(
+    owner: Engine, app: Engine, planner: Engine, tasks: int, rows: int, sizes: Sizes, runs: int
+) -> Table:
     table = Table(
-        "9. Row-level security",
-        f"One table of {rows:,} rows at head ({sizes.users} users, Zipf-skewed, loaded as in "
-        "4). The same `list_tasks` page (50, newest first) through the app's engine, a new "
-        f"Session per call: *{WITHOUT}* connects as the tables' owner, a superuser, whom "
-        f"PostgreSQL exempts from every policy; *{BOUND}* is the same with the session bound "
-        "to the user, so each call also sends `set_config` first (its round trip, no policy); "
-        f"*{WITH}* connects as `{APP_ROLE}`, bound: set_config and the policies. The three "
-        f"series take turns call by call, {sizes.warmup * WARMUP_FACTOR} warm-up rounds then up to "
-        f"{sizes.query_runs} rounds (at most ~{3 * BUDGET:g} s). Goal: RLS p50 <= 1.10x, "
-        "plans still index scans. "
-        "Then `set_config` alone: an empty transaction (`SELECT 1`) in a bound vs an "
-        f"unbound session, taking turns, up to {sizes.query_runs * 5} rounds; goal <= 0.1 ms "
-        "per transaction.",
+        "9a. The list as the app role: candidates side by side",
+        f"One table of {rows:,} rows at head ({sizes.users} users, Zipf-skewed; v1.1 columns as "
+        f"in 8, and five of the heaviest owner's tasks holding `{FIVE}` and the tag "
+        f"`{RARE_TAG}`); the heaviest owner ({tasks:,} tasks), a page of {PAGE}. "
+        f"*{LIST}*: `list_tasks` as `{APP_ROLE}`: a search, tags or the priority sort's "
+        "keyset from `tasks_page_ids` (SECURITY DEFINER) and the rows by id through the "
+        "policies, every other page through the policies directly; the count from "
+        f"`tasks_count`. *{POLICIES}*: the same page as "
+        f"one plain statement on `tasks` as `{APP_ROLE}`, the policies alone. *{OWNER}*: that "
+        "statement as the tables' owner, whom no policy restricts (a reference only). "
+        f"*{NAIVE}*: the upstream app's search (ILIKE, ORDER BY, LIMIT/OFFSET) and its "
+        f"count, as `{APP_ROLE}`. Each call a new Session (the app role's bound to the user). "
+        "Plan: the page query's node chain (for list_tasks the one it ran, by auto_explain: "
+        "inside the function where it used it), what its index condition holds beyond "
+        "`user_id`, and the rows it read. "
+        f"Server = median EXPLAIN ANALYZE Planning + Execution Time ({runs} runs); p50/p99 = "
+        f"call wall time, the candidates taking turns ({sizes.warmup * WARMUP_FACTOR} warm-up "
+        f"rounds, up to {sizes.query_runs} rounds). `+ count`: the page and its count.",
         [
-            "user (tasks)",
-            "complete",
-            "role",
-            "plan",
-            "server ms",
-            "p50 ms",
-            "p99 ms",
-            "p50 vs no RLS",
-            "p50 vs set_config only",
+            *("variant", "candidate", "plan", "index condition narrows to", "rows read"),
+            *("server ms", "p50 ms", "p99 ms", f"p50 vs {LIST}"),
         ],
     )
-    with server.database("rls") as name:
-        migrate(server.url(name))
-        load_tasks(server.dsn(name), rows, sizes.users)
-        owner_engine = make_engine(server.url(name), Settings(), admin=True)
-        app_engine = make_engine(
-            replace(server, user=APP_ROLE, password=None).url(name), Settings()
-        )
-        try:
-            for rank in RANKS.values():
-                owner = user_id(rank)
-                tasks = round(rows * share(rank, sizes.users))
-                for complete in (None, False):
-                    calls = {
-                        WITHOUT: listing(owner_engine, owner, complete, bind=False),
-                        BOUND: listing(owner_engine, owner, complete, bind=True),
-                        WITH: listing(app_engine, owner, complete, bind=True),
-                    }
-                    series = interleaved(calls, sizes)
-                    base, bound = median(series[WITHOUT]), median(series[BOUND])
-                    engines = ((WITHOUT, owner_engine), (BOUND, owner_engine), (WITH, app_engine))
-                    for label, engine in engines:
-                        plan, server_s = plan_of(engine, owner, complete, bind=label != WITHOUT)
-                        p50 = median(series[label])
-                        table.rows.append(
-                            [
-                                f"rank {rank} (~{tasks:,})",
-                                "any" if complete is None else "false",
-                                label,
-                                plan,
-                                ms(server_s),
-                                ms(p50),
-                                ms(pct(series[label], 99)),
-                                ratio(p50, base),
-                                ratio(p50, bound) if label == WITH else "",
-                            ]
-                        )
-            cost = set_config_cost(app_engine, sizes)
-            table.notes.append(
-                f"- `set_config('app.user_id', ..., true)` per transaction: p50 {cost[0]:.3f} ms "
-                f"(empty transaction bound {cost[1]:.3f} ms vs unbound {cost[2]:.3f} ms); "
-                f"server execution of `SELECT set_config(...)`: {cost[3]:.4f} ms."
-            )
-            table.notes += [
-                "",
-                f"EXPLAIN ANALYZE as `{APP_ROLE}`, {rows:,} rows, rank 1, any (the policy's "
-                "subquery is an InitPlan, computed once; user_id stays the Index Cond):",
-                "",
-                "```",
-                explain_text(app_engine, user_id(1)),
-                "```",
-            ]
-        finally:
-            owner_engine.dispose()
-            app_engine.dispose()
+    for label, arguments in VARIANTS.items():
+        args = {k: v for k, v in arguments.items() if k != "middle"}
+        query = Query({**args, "limit": PAGE})
+        if arguments.get("middle"):
+            query.after = middle(owner, query.sort_by, query.desc)
+        for count in (False, True):
+            if count and arguments.get("middle"):
+                continue
+            measure_variant(
+                table, label + (" + count" if count else ""), query, count,
+                (owner, app, planner), tasks, sizes, runs,
+            )  # fmt: skip
     return table
 
 
-def set_config_cost(engine: Engine, sizes: Sizes) -> tuple[float, float, float, float]:
-    """(bound - unbound p50, bound p50, unbound p50, server ms) of a SELECT 1 transaction."""
+def measure_variant(
+    table: Table,
+    label: str,
+    query: Query,
+    count: bool,
+    engines: tuple[Engine, Engine, Engine],
+    tasks: int,
+    sizes: Sizes,
+    runs: int,
+) -> None:
+    owner, app, planner = engines
+    plain = [plain_sql(query)] + ([plain_sql(query, count=True)] if count else [])
+
+    def listed() -> None:
+        with Session(app) as session:
+            list_tasks(session, HEAVY, with_count=count, **cursor_arguments(session, query))
+
+    calls: dict[str, Callable[[], None]] = {
+        LIST: listed,
+        POLICIES: lambda: run_sql(app, plain, bind=True),
+        OWNER: lambda: run_sql(owner, plain, bind=False),
+    }
+    search = query.arguments.get("search")
+    if search and query.after is None:
+        calls[NAIVE] = lambda: run_sql(app, naive_sql(search), bind=True)
+    series = interleaved(calls, sizes)
+    base = median(series[LIST])
+    for candidate in calls:
+        if candidate == LIST:
+            server, _ = explain_all(app, HEAVY, list_statements(app, query, count), runs)
+            root = inner_plan(planner, query)
+        else:
+            engine = owner if candidate == OWNER else app
+            sql = naive_sql(str(search)) if candidate == NAIVE else plain
+            server, root = explain_all(engine, HEAVY, sql, runs)
+        chain, cond, read = describe(root, tasks)
+        p50 = median(series[candidate])
+        table.rows.append(
+            [
+                *(label, candidate, chain, cond, read, ms(server), ms(p50)),
+                *(ms(pct(series[candidate], 99)), ratio(p50, base)),
+            ]
+        )
+
+
+def sorts(
+    app: Engine, planner: Engine, owner: Engine, tasks: int, rows: int, sizes: Sizes, runs: int
+) -> Table:
+    table = Table(
+        "9b. Every sort as the app role: the page without its count",
+        f"`list_tasks` as `{APP_ROLE}`, heaviest owner ({tasks:,} tasks of {rows:,}), no "
+        f"filter, a page of {PAGE}: the first page, and the page after the owner's middle task "
+        f"(a cursor). Server = median Planning + Execution Time of the statements list_tasks "
+        f"sends ({runs} runs; a definer function's query included); plan = the page query "
+        "(the function's, for the priority sort's later pages). Goal: <= 0.5 ms at the "
+        "server for every sort.",
+        ["sort", "order", "page", "plan", "rows read", "server ms", "p50 ms", "p99 ms"],
+    )
+    for sort_by in SORTS:
+        for order in ("asc", "desc"):
+            for page in ("first", "middle"):
+                query = Query({"sort_by": sort_by, "sort_order": order, "limit": PAGE})
+                if page == "middle":
+                    query.after = middle(owner, sort_by, order == "desc")
+
+                def call(query: Query = query) -> None:
+                    with Session(app) as session:
+                        list_tasks(session, HEAVY, **cursor_arguments(session, query))
+
+                series = interleaved({"list": call}, replace(sizes, warmup=sizes.warmup // 5))
+                server, _ = explain_all(app, HEAVY, list_statements(app, query, False), runs)
+                chain, _, read = describe(inner_plan(planner, query), tasks)
+                samples = series["list"]
+                table.rows.append(
+                    [
+                        *(sort_by, order, page, chain, read, ms(server)),
+                        *(ms(median(samples)), ms(pct(samples, 99))),
+                    ]
+                )
+    return table
+
+
+def costs(engine: Engine, sizes: Sizes) -> list[str]:
+    """The cursor's sealing and opening, and set_config per transaction."""
+    query = ListQuery(sort_by="title", limit=PAGE)
+    context = _context(HEAVY, query)
+    with Session(engine) as session:
+        secret = _secret(session)
+    title, n = "x" * 200, max(sizes.query_runs * 20, 1000)
+    start = time.perf_counter()
+    cursors = [seal(secret, context, title, i) for i in range(n)]
+    sealed = (time.perf_counter() - start) / n
+    start = time.perf_counter()
+    for cursor in cursors:
+        unseal(secret, context, cursor)
+    opened = (time.perf_counter() - start) / n
+    bound, unbound, server = set_config_cost(engine, sizes)
+    return [
+        f"- The cursor (AES-SIV, models/cursor.py), a 200-character title sort key: sealing "
+        f"{sealed * 1e6:.1f} µs, opening {opened * 1e6:.1f} µs (mean of {n:,}). Goal <= 0.05 ms.",
+        f"- `set_config('app.user_id', ..., true)` per transaction: p50 {bound - unbound:.3f} ms "
+        f"(empty transaction bound {bound:.3f} ms vs unbound {unbound:.3f} ms); server "
+        f"execution of `SELECT set_config(...)`: {server:.4f} ms.",
+    ]
+
+
+def set_config_cost(engine: Engine, sizes: Sizes) -> tuple[float, float, float]:
+    """(bound p50, unbound p50, server ms) of a SELECT 1 transaction."""
 
     def transaction(bind: bool) -> Callable[[], None]:
         def call() -> None:
             with Session(engine) as session:
                 if bind:
-                    bind_user(session, "user00001")
+                    bind_user(session, HEAVY)
                 session.execute(text("SELECT 1"))
                 session.commit()
 
@@ -203,12 +397,10 @@ def set_config_cost(engine: Engine, sizes: Sizes) -> tuple[float, float, float, 
 
     runs = replace(sizes, query_runs=max(sizes.query_runs * 5, 20))
     series = interleaved({"bound": transaction(True), "unbound": transaction(False)}, runs)
-    bound, unbound = series["bound"], series["unbound"]
     with engine.connect() as conn:
         found = conn.execute(
             text("EXPLAIN (ANALYZE, FORMAT JSON) SELECT set_config('app.user_id', 'u', true)")
         )
         server = found.scalar_one()[0]["Execution Time"]
         conn.rollback()
-    b, u = median(bound) * 1000, median(unbound) * 1000
-    return b - u, b, u, server
+    return median(series["bound"]) * 1000, median(series["unbound"]) * 1000, server

@@ -49,6 +49,99 @@ CREATE TYPE public.task_recurring AS ENUM (
 );
 
 --
+-- Name: tasks_count(boolean, public.task_priority, text[], text, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.tasks_count(is_complete boolean, with_priority public.task_priority, any_tags text[], search text, due_after timestamp with time zone, due_before timestamp with time zone) RETURNS bigint
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+DECLARE
+    filters CONSTANT text := 'user_id = $1
+            AND ($6::boolean IS NULL OR complete = $6)
+            AND ($7::public.task_priority IS NULL OR priority = $7)
+            AND ($8::text[] IS NULL OR tags && $8)
+            AND ($9::text IS NULL OR title ILIKE $9 OR description ILIKE $9)
+            AND ($10::timestamptz IS NULL OR due_date >= $10)
+            AND ($11::timestamptz IS NULL OR due_date < $11)';
+    pattern text := '%' || replace(replace(replace(search, '\', '\\'), '%', '\%'), '_', '\_') || '%';
+    found bigint;
+    me text := NULLIF(current_setting('app.user_id', true), '');
+BEGIN
+    EXECUTE 'SELECT count(*) FROM public.tasks WHERE ' || filters INTO found
+        USING me, NULL::bigint, NULL::timestamptz, NULL::public.task_priority, NULL::text,
+            is_complete, with_priority, any_tags, pattern, due_after, due_before;
+    RETURN found;
+END
+$_$;
+
+--
+-- Name: tasks_page_ids(text, boolean, integer, bigint, timestamp with time zone, public.task_priority, text, boolean, public.task_priority, text[], text, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.tasks_page_ids(sort_by text, descending boolean, page_size integer, after_id bigint, after_time timestamp with time zone, after_priority public.task_priority, after_title text, is_complete boolean, with_priority public.task_priority, any_tags text[], search text, due_after timestamp with time zone, due_before timestamp with time zone) RETURNS SETOF bigint
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+DECLARE
+    filters CONSTANT text := 'user_id = $1
+            AND ($6::boolean IS NULL OR complete = $6)
+            AND ($7::public.task_priority IS NULL OR priority = $7)
+            AND ($8::text[] IS NULL OR tags && $8)
+            AND ($9::text IS NULL OR title ILIKE $9 OR description ILIKE $9)
+            AND ($10::timestamptz IS NULL OR due_date >= $10)
+            AND ($11::timestamptz IS NULL OR due_date < $11)';
+    key text := CASE sort_by WHEN 'created_at' THEN 'created_at' WHEN 'due_date' THEN 'due_date'
+        WHEN 'priority' THEN 'priority' WHEN 'title' THEN 'title' END;
+    after_key text := CASE sort_by WHEN 'priority' THEN '$4' WHEN 'title' THEN '$5' ELSE '$3' END;
+    direction text := CASE WHEN descending THEN 'DESC' ELSE 'ASC' END;
+    past text := CASE WHEN descending THEN '<' ELSE '>' END;
+    pattern text := '%' || replace(replace(replace(search, '\', '\\'), '%', '\%'), '_', '\_') || '%';
+    -- A search of 3+ characters collects its matches through the trigram index first,
+    -- then sorts them: its cost follows the matches, never a walk of the sort range.
+    shape text := CASE WHEN length(search) >= 3
+        THEN 'WITH m AS MATERIALIZED (SELECT id, %1$I AS k FROM public.tasks WHERE %2$s) '
+             'SELECT id FROM m ORDER BY k %3$s, id %3$s LIMIT $12'
+        ELSE 'SELECT id FROM public.tasks WHERE %2$s ORDER BY %1$I %3$s, id %3$s LIMIT $12' END;
+    keyset text;
+    got bigint := 0;
+    me text := NULLIF(current_setting('app.user_id', true), '');
+BEGIN
+    IF key IS NULL OR descending IS NULL OR page_size IS NULL
+        OR page_size NOT BETWEEN 1 AND 1001
+    THEN
+        RAISE EXCEPTION 'tasks_page_ids: sort_by must be created_at, due_date, priority or '
+            'title, descending true or false, page_size 1-1001' USING ERRCODE = '22023';
+    END IF;
+    keyset := format('($2 IS NULL OR (%I, id) %s (%s, $2))', key, past, after_key);
+    IF key = 'due_date' THEN
+        -- Tasks without a due date come last both ways: the dated range (unless the
+        -- cursor is already past it), then, while the page is not full, the undated one.
+        IF after_id IS NULL OR after_time IS NOT NULL THEN
+            RETURN QUERY EXECUTE format(
+                shape, key, filters || ' AND due_date IS NOT NULL AND ' || keyset, direction)
+                USING me, after_id, after_time, after_priority, after_title, is_complete,
+                    with_priority, any_tags, pattern, due_after, due_before, page_size;
+            GET DIAGNOSTICS got = ROW_COUNT;
+        END IF;
+        IF got < page_size THEN
+            RETURN QUERY EXECUTE format(
+                shape, 'id', filters || format(
+                    ' AND due_date IS NULL AND ($2 IS NULL OR $3 IS NOT NULL OR id %s $2)', past),
+                direction)
+                USING me, after_id, after_time, after_priority, after_title, is_complete,
+                    with_priority, any_tags, pattern, due_after, due_before,
+                    (page_size - got)::integer;
+        END IF;
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE format(shape, key, filters || ' AND ' || keyset, direction)
+        USING me, after_id, after_time, after_priority, after_title, is_complete, with_priority,
+            any_tags, pattern, due_after, due_before, page_size;
+END
+$_$;
+
+--
 -- Name: tasks_set_updated_at(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -209,6 +302,20 @@ CREATE POLICY pl_tasks_update ON public.tasks FOR UPDATE TO todo_app USING (((us
 --
 
 ALTER TABLE public.tasks ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: FUNCTION tasks_count(is_complete boolean, with_priority public.task_priority, any_tags text[], search text, due_after timestamp with time zone, due_before timestamp with time zone); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.tasks_count(is_complete boolean, with_priority public.task_priority, any_tags text[], search text, due_after timestamp with time zone, due_before timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.tasks_count(is_complete boolean, with_priority public.task_priority, any_tags text[], search text, due_after timestamp with time zone, due_before timestamp with time zone) TO todo_app;
+
+--
+-- Name: FUNCTION tasks_page_ids(sort_by text, descending boolean, page_size integer, after_id bigint, after_time timestamp with time zone, after_priority public.task_priority, after_title text, is_complete boolean, with_priority public.task_priority, any_tags text[], search text, due_after timestamp with time zone, due_before timestamp with time zone); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.tasks_page_ids(sort_by text, descending boolean, page_size integer, after_id bigint, after_time timestamp with time zone, after_priority public.task_priority, after_title text, is_complete boolean, with_priority public.task_priority, any_tags text[], search text, due_after timestamp with time zone, due_before timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.tasks_page_ids(sort_by text, descending boolean, page_size integer, after_id bigint, after_time timestamp with time zone, after_priority public.task_priority, after_title text, is_complete boolean, with_priority public.task_priority, any_tags text[], search text, due_after timestamp with time zone, due_before timestamp with time zone) TO todo_app;
 
 --
 -- Name: TABLE tasks; Type: ACL; Schema: public; Owner: -

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from models.crud import create_task, delete_task, get_task, replace_task, update_task
     from models.db import get_engine, get_session, make_engine, parse_url
-    from models.errors import Conflict, DatabaseError, InvalidArgument
-    from models.listing import ListQuery, TaskPage, list_tasks
+    from models.errors import Conflict, DatabaseError, InvalidArgument, NothingToUpdate
+    from models.listing import ListQuery, TaskPage, iter_tasks, list_tasks
     from models.naming import NAMING_CONVENTION
     from models.security import acting_as, bind_user, get_user_session
     from models.settings import Settings
@@ -34,6 +34,8 @@ _HOME = {
     "Conflict": "models.errors",
     "DatabaseError": "models.errors",
     "InvalidArgument": "models.errors",
+    "NothingToUpdate": "models.errors",
+    "iter_tasks": "models.listing",
     "ListQuery": "models.listing",
     "TaskPage": "models.listing",
     "Priority": "models.task",
@@ -64,6 +66,7 @@ __all__ = [
     "DatabaseError",
     "InvalidArgument",
     "ListQuery",
+    "NothingToUpdate",
     "Priority",
     "Recurring",
     "Settings",
@@ -81,6 +84,7 @@ __all__ = [
     "get_session",
     "get_task",
     "get_user_session",
+    "iter_tasks",
     "list_tasks",
     "make_engine",
     "parse_url",

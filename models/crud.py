@@ -24,7 +24,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from models.errors import Conflict, DatabaseError, InvalidArgument
+from models.errors import Conflict, DatabaseError, InvalidArgument, NothingToUpdate
 from models.security import acting_as
 from models.task import DueDate, Task, TaskCreate, TaskReplace, TaskUpdate, UserId
 
@@ -223,8 +223,12 @@ def update_task(
 
     With expected_updated_at (the updated_at the client read), only if the task has not
     changed since: Conflict (HTTP 412) when it has. Without, a blind update, as before.
+    NothingToUpdate (an InvalidArgument, HTTP 400) when data sets no field and there is no
+    precondition to check.
     """
     values = _validated(TaskUpdate, data).model_dump(exclude_unset=True)
+    if not values and expected_updated_at is None:
+        raise NothingToUpdate()
     return _change(session, user_id, task_id, values, expected_updated_at)
 
 

@@ -33,6 +33,16 @@ class InvalidArgument(ValueError):
         return [dict(e) for e in self._errors]
 
 
+class NothingToUpdate(InvalidArgument):
+    """An update that sets no field: CLIENT.md's PATCH answers it with 400 "No fields to update"."""
+
+    status_code = 400
+    MESSAGE = "No fields to update"
+
+    def __init__(self) -> None:
+        super().__init__([{"loc": ["body"], "msg": self.MESSAGE, "type": "no_fields"}])
+
+
 class Conflict(RuntimeError):
     """An update's precondition failed: the task changed (its updated_at moved) since the
     client read it. An HTTP API answers 412 Precondition Failed (If-Match) or 409; the

@@ -273,15 +273,19 @@ def why_unrestricted(dbapi_connection: Any) -> tuple[str, str | None]:
 
 
 def get_user_session(user_id: str) -> Iterator[Session]:
-    """A session whose every transaction runs for user_id, on the app's engine.
+    """The session of a request on behalf of user_id: every transaction runs for that user.
 
-    FastAPI: `def db(user: str = Depends(authenticated_user)): yield from
-    get_user_session(user)`, then `Depends(db)` in the routes.
+    The one dependency an app needs (FastAPI: models.api.user_session(authenticated_user)
+    binds it to the user your auth dependency returns). user_id is checked like the
+    data-access functions check an owner: InvalidArgument (HTTP 422) for a blank, NUL,
+    too long or non-string id, before any connection is taken.
     """
     from sqlmodel import Session  # here, not at the top: see models/__init__.py
 
+    from models.crud import owner
     from models.db import get_engine
 
+    user_id = owner(user_id)
     with Session(get_engine()) as session:
         bind_user(session, user_id)
         yield session

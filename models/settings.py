@@ -55,6 +55,8 @@ class Settings:
     migration_lock_wait_seconds: float = 300.0
     # Where the embedded PostgreSQL keeps its data when no DATABASE_URL is set.
     local_pgdata: Path = PROJECT_ROOT / ".pgdata"
+    # The key of the list's cursors (models/cursor.py); None: derived from the database URL.
+    cursor_secret: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -75,4 +77,5 @@ class Settings:
             migration_retry_pause_seconds=_float(env, "MIGRATION_RETRY_PAUSE_SECONDS", 0.5),
             migration_lock_wait_seconds=_float(env, "MIGRATION_LOCK_WAIT_SECONDS", 300.0),
             local_pgdata=local,
+            cursor_secret=env.get("CURSOR_SECRET", "").strip() or None,
         )

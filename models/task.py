@@ -34,17 +34,23 @@ NOT_BLANK_REGEX = "[^" + "".join(f"\\u{ord(c):04x}" for c in WHITESPACE) + "]"
 
 
 def _clean(value: str) -> str:
-    """Reject what PostgreSQL cannot store (NUL) and what the contract calls blank."""
-    if "\x00" in value:
-        raise ValueError("must not contain NUL (\\x00) characters")
+    """Reject what PostgreSQL cannot store (NUL, lone surrogates) and what the contract
+    calls blank."""
+    _no_nul(value)
     if not value.strip(WHITESPACE):
         raise ValueError("must not be empty or whitespace only")
     return value
 
 
 def _no_nul(value: str) -> str:
+    """Reject what PostgreSQL cannot store: NUL, and lone surrogates (no UTF-8 holds them)."""
     if "\x00" in value:
         raise ValueError("must not contain NUL (\\x00) characters")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode text (no lone surrogates)") from None
     return value
 
 

@@ -1,30 +1,35 @@
-"""CLIENT.md's routes on FastAPI, as the Stage 2 API mounts them (test code, not the product).
+"""The reference app: CLIENT.md's routes on FastAPI, wired to the data layer as an app should
+be (docs/data-access.md copies it). Test code, not the product.
 
-Sync routes with `Depends(get_session)`, an HS256 JWT whose `user_id` (or `sub`) claim must
-equal the path's user_id, and one exception handler that turns the data layer's
-InvalidArgument into FastAPI's own 422 shape.
+The app's own code is its routes and its auth: an HS256 JWT whose `user_id` (or `sub`)
+claim must equal the path's user_id (401 without a valid token, 403 for another user's
+path). Everything else comes from the data layer, with no adapter in between:
+`api.install(app)` (422 for bad input, 400 for an empty PATCH, 503 when the database is
+away), `api.user_session(current_user)` (a session whose every transaction runs for the
+authenticated user, as the app role, through row-level security), and data-access
+functions that take what FastAPI hands over (None for a query parameter left out).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 import jwt
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Response
 from sqlmodel import Session
 
 from models import (
-    InvalidArgument,
-    Priority,
+    Task,
     TaskCreate,
+    TaskPage,
     TaskRead,
     TaskReplace,
     TaskUpdate,
+    api,
     create_task,
     delete_task,
-    get_session,
     get_task,
+    iter_tasks,
     list_tasks,
     replace_task,
     update_task,
@@ -33,7 +38,7 @@ from models import (
 SECRET = "test-only-secret-of-at-least-32-bytes!"
 NOT_FOUND = "Task not found"
 app = FastAPI()
-DbSession = Annotated[Session, Depends(get_session)]
+api.install(app)
 
 
 def token(user_id: str) -> str:
@@ -41,8 +46,8 @@ def token(user_id: str) -> str:
     return jwt.encode({"user_id": user_id}, SECRET, algorithm="HS256")
 
 
-def owner(user_id: str, authorization: Annotated[str | None, Header()] = None) -> str:
-    """401 without a valid token, 403 when the path is another user's."""
+def current_user(user_id: str, authorization: Annotated[str | None, Header()] = None) -> str:
+    """The path's user_id, once the token proves the request is that user's: else 401/403."""
     scheme, _, raw = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not raw:
         raise HTTPException(401, "Not authenticated")
@@ -55,72 +60,63 @@ def owner(user_id: str, authorization: Annotated[str | None, Header()] = None) -
     return user_id
 
 
-Owner = Annotated[str, Depends(owner)]
+User = Annotated[str, Depends(current_user)]
+UserSession = Annotated[Session, Depends(api.user_session(current_user))]
 
 
-@app.exception_handler(InvalidArgument)
-def invalid_argument(request: Request, exc: InvalidArgument) -> JSONResponse:
-    return JSONResponse(status_code=exc.status_code, content={"detail": exc.errors()})
-
-
-def found(task: Any) -> TaskRead:
+def found(task: Task | None) -> Task:
     if task is None:
         raise HTTPException(404, NOT_FOUND)
-    return TaskRead.model_validate(task)
+    return task
 
 
 @app.get("/api/{user_id}/tasks")
 def list_route(
-    user_id: Owner,
-    session: DbSession,
-    status: Literal["all", "pending", "completed"] = "all",
-    priority: Priority | None = None,
+    user_id: User,
+    session: UserSession,
+    status: str | None = None,
+    priority: str | None = None,
     tags: Annotated[list[str] | None, Query()] = None,
     search: str | None = None,
-    sort_by: str = "created_at",
-    sort_order: str = "desc",
-    limit: int = 100,
+    sort_by: str | None = None,
+    sort_order: str | None = None,
+    limit: int | None = None,
     cursor: str | None = None,
-) -> dict[str, Any]:
-    page = list_tasks(
-        session,
-        user_id,
-        status=status,
-        priority=priority,
-        tags=tags,
-        search=search,
-        sort_by=sort_by,
-        sort_order=sort_order,
-        limit=limit,
-        cursor=cursor,
+) -> TaskPage:
+    """Without limit or cursor, all of the user's (matching) tasks and their number, as the
+    frontend asks today; with them, one page, counted when it is the first."""
+    filters = {"status": status, "priority": priority, "tags": tags, "search": search}
+    order = {"sort_by": sort_by, "sort_order": sort_order}
+    if limit is None and cursor is None:
+        tasks = list(iter_tasks(session, user_id, **filters, **order))
+        return TaskPage(tasks=tasks, count=len(tasks), has_next=False)
+    return list_tasks(
+        session, user_id, **filters, **order, limit=limit, cursor=cursor, with_count=not cursor
     )
-    return page.model_dump(mode="json")
 
 
-@app.post("/api/{user_id}/tasks", status_code=201)
-def create_route(user_id: Owner, session: DbSession, body: TaskCreate) -> TaskRead:
-    return TaskRead.model_validate(create_task(session, user_id, body))
+@app.post("/api/{user_id}/tasks", status_code=201, response_model=TaskRead)
+def create_route(user_id: User, session: UserSession, body: TaskCreate) -> Task:
+    return create_task(session, user_id, body)
 
 
-@app.get("/api/{user_id}/tasks/{task_id}")
-def get_route(user_id: Owner, task_id: int, session: DbSession) -> TaskRead:
+@app.get("/api/{user_id}/tasks/{task_id}", response_model=TaskRead)
+def get_route(user_id: User, task_id: int, session: UserSession) -> Task:
     return found(get_task(session, user_id, task_id))
 
 
-@app.put("/api/{user_id}/tasks/{task_id}")
-def put_route(user_id: Owner, task_id: int, session: DbSession, body: TaskReplace) -> TaskRead:
+@app.put("/api/{user_id}/tasks/{task_id}", response_model=TaskRead)
+def put_route(user_id: User, task_id: int, session: UserSession, body: TaskReplace) -> Task:
     return found(replace_task(session, user_id, task_id, body))
 
 
-@app.patch("/api/{user_id}/tasks/{task_id}")
-def patch_route(user_id: Owner, task_id: int, session: DbSession, body: TaskUpdate) -> TaskRead:
-    if not body.model_fields_set:
-        raise HTTPException(400, "No fields to update")
+@app.patch("/api/{user_id}/tasks/{task_id}", response_model=TaskRead)
+def patch_route(user_id: User, task_id: int, session: UserSession, body: TaskUpdate) -> Task:
     return found(update_task(session, user_id, task_id, body))
 
 
 @app.delete("/api/{user_id}/tasks/{task_id}", status_code=204)
-def delete_route(user_id: Owner, task_id: int, session: DbSession) -> Response:
+def delete_route(user_id: User, task_id: int, session: UserSession) -> Response:
     if not delete_task(session, user_id, task_id):
         raise HTTPException(404, NOT_FOUND)
     return Response(status_code=204)

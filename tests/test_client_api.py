@@ -1,50 +1,42 @@
-"""The client's own routes (CLIENT.md) on FastAPI over HTTP: every status, races, hostile input."""
+"""The reference app (tests/client_app.py) over HTTP, as the app role: every status code of
+CLIENT.md, races, hostile input; the handlers that models.api installs."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, create_engine
-from sqlmodel import Session
 
-from models import get_session
+from models import Conflict, DatabaseError, api
+from models.db import get_engine
 from models.security import APP_ROLE
 from tests.client_app import app, token
-from tests.support import PgServer, migrate, run_alembic, run_python
+from tests.support import PgServer, run_alembic, run_python
 
 
 @pytest.fixture(scope="module")
-def db_engine(pg_server: PgServer) -> Iterator[Engine]:
-    """A migrated database whose commits are real (races need two sessions), used as the
-    app role: the routes run under row-level security, as in production."""
-    with pg_server.database("client") as name:
-        migrate(pg_server.url(name))
-        app_role = dataclasses.replace(pg_server, user=APP_ROLE, password=None)
-        engine = create_engine(app_role.url(name), pool_size=10, max_overflow=20)
-        yield engine
-        engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def client(db_engine: Engine) -> Iterator[TestClient]:
-    """The app with get_session bound to the test database (the real one runs in a subprocess)."""
-
-    def session() -> Iterator[Session]:
-        with Session(db_engine) as s:
-            yield s
-
-    app.dependency_overrides[get_session] = session
-    with TestClient(app) as c:
-        yield c
-    app.dependency_overrides.clear()
+def client(pg_server: PgServer, head_template: str) -> Iterator[TestClient]:
+    """The app exactly as deployed: DATABASE_URL names a database at head as the app role,
+    and the real get_engine / user_session serve the routes (row-level security on)."""
+    with (
+        pg_server.database("client", template=head_template) as name,
+        pytest.MonkeyPatch.context() as patch,
+    ):
+        patch.setenv("DATABASE_URL", replace(pg_server, user=APP_ROLE, password=None).dsn(name))
+        patch.setattr("models.db._engine", None)  # built afresh from DATABASE_URL
+        try:
+            with TestClient(app) as c:
+                yield c
+        finally:
+            get_engine().dispose()
 
 
 def auth(user: str) -> dict[str, str]:
@@ -122,7 +114,17 @@ def test_hostile_owner_ids_are_422(client: TestClient, user: str) -> None:
 
 @pytest.mark.parametrize(
     "query",
-    ["cursor=%00", "cursor=eyJ4Ijp7fX0", "limit=0", "limit=100000", "sort_by=id", "search=%00"],
+    [
+        "cursor=%00",
+        "cursor=eyJ4Ijp7fX0",
+        "cursor=%ED%A0%80",
+        "limit=0",
+        "limit=100000",
+        "limit=abc",
+        "sort_by=id",
+        "search=%00",
+        "tags=%00",
+    ],
 )
 def test_hostile_list_queries_are_422(client: TestClient, query: str) -> None:
     """Forged cursors and out-of-range list arguments are 422 with FastAPI's detail shape."""
@@ -140,7 +142,77 @@ def test_list_pages_with_cursor_over_http(client: TestClient) -> None:
         f"{url}?limit=3&sort_by=title&sort_order=asc&cursor={first['next_cursor']}", headers=me
     ).json()
     assert [t["id"] for t in first["tasks"] + rest["tasks"]] == ids
-    assert first["count"] == rest["count"] == 5 and rest["has_next"] is False
+    assert first["count"] == 5 and rest["count"] is None and rest["has_next"] is False
+
+
+def test_list_query_parameters_as_the_frontend_sends_them(client: TestClient) -> None:
+    """No parameter: every task newest first with its count (past the 1,000 of a page, by
+    iter_tasks); filters combine, tags repeat; a page when limit is given."""
+    me, url = auth("gus"), "/api/gus/tasks"
+    for i in range(4):
+        body = {"title": f"t{i}", "tags": ["a"] if i % 2 else ["b"], "priority": "high"}
+        client.post(url, json=body, headers=me)
+    everything = client.get(url, headers=me).json()
+    assert everything["count"] == 4 and [t["title"] for t in everything["tasks"]] == [
+        "t3",
+        "t2",
+        "t1",
+        "t0",
+    ]
+    both = client.get(f"{url}?tags=a&tags=b&priority=high&sort_by=title&sort_order=asc", headers=me)
+    assert [t["title"] for t in both.json()["tasks"]] == ["t0", "t1", "t2", "t3"]
+    only_a = client.get(f"{url}?tags=a&status=pending&search=T", headers=me).json()
+    assert only_a["count"] == 2 and {t["title"] for t in only_a["tasks"]} == {"t1", "t3"}
+    page = client.get(f"{url}?limit=3", headers=me).json()
+    assert page["count"] == 4 and len(page["tasks"]) == 3 and page["has_next"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"title": NaN}',
+        '{"title": "ok", "priority": NaN}',
+        '{"title": "\\ud800"}',
+        '{"title": "ok", "priority": "\\udfff"}',
+        '{"title": "ok", "tags": ["\\ud800"]}',
+        '{"title": ["\\ud800", Infinity]}',
+        '{"title": "ok", "due_date": "\\ud800"}',
+    ],
+)
+def test_hostile_bodies_are_422_that_echo_nothing(client: TestClient, body: str) -> None:
+    """NaN, Infinity and lone surrogates in a body: 422 in FastAPI's detail shape, never a
+    500, and the answer never carries the input."""
+    answer = client.post(
+        "/api/hal/tasks", content=body, headers={**auth("hal"), "content-type": "application/json"}
+    )
+    assert answer.status_code == 422, answer.text
+    detail = answer.json()["detail"]
+    assert detail and all(set(e) == {"loc", "msg", "type"} for e in detail)
+    assert "NaN" not in answer.text and "Infinity" not in answer.text
+
+
+def test_a_database_error_is_a_503_of_one_line_and_a_conflict_a_412(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """models.api's handlers: DatabaseError is a 503 with Retry-After and a fixed line (the
+    error's own line, where the database is, goes to the log only); Conflict a 412."""
+    tiny = FastAPI()
+    api.install(tiny)
+
+    @tiny.get("/down")
+    def down() -> None:
+        raise DatabaseError("cannot reach PostgreSQL at postgresql://***@db.internal/todo")
+
+    @tiny.get("/stale")
+    def stale() -> None:
+        raise Conflict("task 7 changed since 2026-01-01T00:00:00+00:00: read it again")
+
+    with TestClient(tiny) as c:
+        answer, conflict = c.get("/down"), c.get("/stale")
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
+    assert answer.json() == {"detail": api.UNAVAILABLE}
+    assert "db.internal" in caplog.text and "db.internal" not in answer.text
+    assert conflict.status_code == 412 and "read it again" in conflict.json()["detail"]
 
 
 def test_patch_racing_delete_is_200_or_404(client: TestClient) -> None:
@@ -198,3 +270,14 @@ def test_twenty_first_requests_of_a_fresh_process(memory_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome == {"codes": [201] * 20, "engines": 1, "starts": 1}
+
+
+@pytest.mark.parametrize("user", ["", " ", "a\x00b", "u" * 256, 7])
+def test_the_session_dependency_refuses_a_bad_user_id(user: Any) -> None:
+    """get_user_session (behind api.user_session) raises InvalidArgument on user_id, never a
+    bare ValueError, before it takes a connection."""
+    from models import InvalidArgument, get_user_session
+
+    with pytest.raises(InvalidArgument) as refused:
+        next(get_user_session(user))
+    assert refused.value.errors()[0]["loc"][0] == "user_id"

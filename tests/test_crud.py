@@ -76,7 +76,7 @@ def test_list_filters_orders_newest_first_and_paginates(session: Session) -> Non
     """list_tasks returns the user's tasks newest first, filtered, counted and paged."""
     ids = [create_task(session, "alice", TaskCreate(title=f"t{i}")).id or 0 for i in range(5)]
     update_task(session, "alice", ids[1], TaskUpdate(complete=True))
-    everything = list_tasks(session, "alice")
+    everything = list_tasks(session, "alice", with_count=True)
     assert ids_of(everything) == ids[::-1] and everything.count == 5
     assert not everything.has_next and everything.next_cursor is None
     assert ids_of(list_tasks(session, "alice", status="completed")) == [ids[1]]
@@ -87,7 +87,7 @@ def test_list_filters_orders_newest_first_and_paginates(session: Session) -> Non
         ids[2],
         ids[0],
     ]
-    first = list_tasks(session, "alice", limit=2)
+    first = list_tasks(session, "alice", limit=2, with_count=True)
     assert ids_of(first) == [ids[4], ids[3]] and first.has_next and first.count == 5
     second = list_tasks(session, "alice", limit=2, cursor=first.next_cursor)
     assert ids_of(second) == [ids[2], ids[1]]
@@ -263,3 +263,12 @@ def test_two_clients_appending_a_tag_at_once_keep_both_with_the_precondition(
         finally:
             engine.dispose()
     assert kept == {False: 0, True: 20}
+
+
+def test_an_update_that_sets_no_field_is_refused(session: Session) -> None:
+    """update_task with nothing to set: NothingToUpdate, an InvalidArgument with status 400
+    and CLIENT.md's message, before any SQL."""
+    task = create_task(session, "alice", TaskCreate(title="t"))
+    with pytest.raises(InvalidArgument, match="No fields to update") as refused:
+        update_task(session, "alice", task.id or 0, TaskUpdate())
+    assert refused.value.status_code == 400

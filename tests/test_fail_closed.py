@@ -231,7 +231,7 @@ def test_a_setting_left_on_a_pgbouncer_server_connection_is_not_inherited(
             for _ in range(3):
                 with Session(engine) as session:
                     assert user_ids(session) == []
-                    assert list_tasks(session, "alice").count == 2
+                    assert list_tasks(session, "alice", with_count=True).count == 2
         finally:
             engine.dispose()
 
@@ -246,7 +246,7 @@ def test_a_rolled_back_savepoint_does_not_unbind_the_session(app: Engine) -> Non
         savepoint.rollback()
         assert bound_user(session) == "bob"
         assert user_ids(session) == ["bob"]
-        assert list_tasks(session, "bob").count == 1
+        assert list_tasks(session, "bob", with_count=True).count == 1
         with pytest.raises(DataError), session.begin_nested():  # left by a failure
             session.execute(text("SELECT set_config('app.user_id', 'alice', true)"))
             session.execute(text("SELECT 1 / 0"))
@@ -286,7 +286,7 @@ def test_a_connection_lost_before_the_user_is_set_is_one_line_and_closes_quietly
         message = str(lost.value)
         assert "\n" not in message and "the connection was lost" in message
         with Session(engine) as session:
-            assert list_tasks(session, "bob").count == 1
+            assert list_tasks(session, "bob", with_count=True).count == 1
     finally:
         engine.dispose()
 

@@ -57,7 +57,7 @@ def test_twenty_threads_of_mixed_crud_stay_isolated(pg_server: PgServer) -> None
         assert [p for problems in results for p in problems] == []
         with Session(engine) as session:
             for n in range(THREADS):
-                page = list_tasks(session, f"user-{n}", limit=100)
+                page = list_tasks(session, f"user-{n}", limit=100, with_count=True)
                 assert len(page.tasks) == page.count == ROUNDS - ROUNDS // 3
         assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
         engine.dispose()

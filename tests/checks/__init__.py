@@ -20,6 +20,7 @@ share is in `common.py`.
     check_one_transaction_or_rerunnable(cfg)       11. no revision mixes both
     check_exceptions_are_reviewed(cfg)             12. waivers name a check and a reason
     check_row_level_security(cfg, server)          13. RLS and grants as declared, every table
+    check_definer_functions(cfg, server)           14. SECURITY DEFINER: the bound user's rows only
 
 A revision may waive a per-revision check for itself: `exceptions.py`. Other tools' tables
 in a check's database (a server whose template1 holds them) are left out of checks 2, 5
@@ -29,6 +30,7 @@ and 7 and named once (migrations/ownership.py).
 from tests.checks.cli import check_cli_matches_checks
 from tests.checks.common import SchemaCheckError, history, offline_sql, schema_ddl
 from tests.checks.data_survives import check_data_survives
+from tests.checks.definer import check_definer_functions
 from tests.checks.exceptions import check_exceptions_are_reviewed
 from tests.checks.lint import check_lint
 from tests.checks.models_match import check_models_match
@@ -46,6 +48,7 @@ __all__ = [
     "SchemaCheckError",
     "check_cli_matches_checks",
     "check_data_survives",
+    "check_definer_functions",
     "check_downgrade_leaves_no_trace",
     "check_exceptions_are_reviewed",
     "check_lint",

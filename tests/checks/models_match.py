@@ -20,7 +20,8 @@ from alembic.autogenerate import produce_migrations, render_python_code
 from alembic.autogenerate.api import AutogenContext
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, MetaData, create_engine, pool, text
+from sqlalchemy import Connection, Engine, MetaData, create_engine, pool, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeDecorator
 
 # (registering their comparators: native enum values, row-level security)
@@ -91,6 +92,22 @@ def _routines(migrated: Connection) -> list[str]:
     return [f'CREATE EXTENSION IF NOT EXISTS "{name}"' for name in extensions] + list(functions)
 
 
+def _create(engine: Engine, statements: list[str], strict: bool = False) -> list[str]:
+    """Run each statement (a function body's '%' doubled for the driver); return those that
+    failed, unless strict."""
+    failed = []
+    with engine.begin() as conn:
+        for statement in statements:
+            try:
+                with conn.begin_nested():
+                    conn.exec_driver_sql(statement.replace("%", "%%"))
+            except DBAPIError:
+                if strict:
+                    raise
+                failed.append(statement)
+    return failed
+
+
 # The enum types that only other tools' tables use (their columns, arrays included).
 _FOREIGN_ENUMS = text(
     """
@@ -119,10 +136,9 @@ def catalog_differences(
     with server.database("models_built") as scratch:
         engine = create_engine(server.url(scratch), poolclass=pool.NullPool)
         try:
-            with engine.begin() as conn:
-                for statement in _routines(migrated):
-                    conn.exec_driver_sql(statement)
+            later = _create(engine, _routines(migrated))  # the CHECKs may call them
             metadata.create_all(engine)
+            _create(engine, later, strict=True)  # those that use the models' types
             with engine.connect() as conn:
                 want, want_enums = _catalog(conn, tables)
         finally:
