@@ -25,6 +25,7 @@ from models.db import DRIVER
 from models.local import start_server
 from models.security import create_app_role
 from models.settings import Settings
+from tests import zygote
 
 ROOT = Path(__file__).resolve().parent.parent
 _names = itertools.count(1)
@@ -180,9 +181,13 @@ def clean_env(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def run_python(
-    *args: str, env: Mapping[str, str], timeout: float = 60
+    *args: str, env: Mapping[str, str], timeout: float = 60, cold: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """Run `python *args` in the project root, in clean_env(env)."""
+    """Run `python *args` in the project root, in clean_env(env): a process forked by the
+    test zygote (tests/zygote.py: SQLAlchemy, Alembic and psycopg2 already imported, nothing
+    of the project), or with cold=True a new interpreter from scratch."""
+    if not cold:
+        return zygote.run(args, env=clean_env(env), cwd=ROOT, timeout=timeout)
     return subprocess.run(
         [sys.executable, *args],
         cwd=ROOT,
@@ -195,22 +200,22 @@ def run_python(
 
 
 def run_alembic(
-    *args: str, env: Mapping[str, str], timeout: float = 60
+    *args: str, env: Mapping[str, str], timeout: float = 60, cold: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real `alembic` command line in the project root, as a deploy would."""
-    return run_python("-m", "alembic", *args, env=env, timeout=timeout)
+    """Run the real `alembic` command line (`python -m alembic`) in the project root, as a
+    deploy would (cold=True: from a new interpreter, imports included)."""
+    return run_python("-m", "alembic", *args, env=env, timeout=timeout, cold=cold)
 
 
-def deploys(count: int, env: Mapping[str, str]) -> list[subprocess.Popen[str]]:
+def deploys(count: int, env: Mapping[str, str]) -> list[zygote.Child | subprocess.Popen[str]]:
     """Start `count` real `alembic upgrade head` processes at once (output: stdout, merged)."""
     return [
-        subprocess.Popen(
-            [sys.executable, "-m", "alembic", "upgrade", "head"],
-            cwd=ROOT,
+        zygote.start(
+            ["-m", "alembic", "upgrade", "head"],
             env=clean_env(env),
+            cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
         )
         for _ in range(count)
     ]

@@ -21,6 +21,7 @@ from sqlalchemy import Engine, create_engine, pool, text
 
 from models.db import neon_direct, parse_url, resolve_url
 from models.settings import Settings
+from tests import synthetic
 from tests.support import (
     ADVISORY_HERE,
     PgServer,
@@ -29,7 +30,6 @@ from tests.support import (
     head,
     migrate,
     revision,
-    with_revisions,
 )
 
 FAST = Settings(
@@ -43,10 +43,10 @@ def tables(engine: Engine) -> set[str]:
         return set(found.scalars())
 
 
-def non_transactional_revisions() -> list[str]:
+def non_transactional_revisions(cfg: Config | None = None) -> list[str]:
     """Revisions that need an autocommit block (CREATE INDEX CONCURRENTLY and the like),
     base first."""
-    script = ScriptDirectory.from_config(alembic_config())
+    script = ScriptDirectory.from_config(cfg or alembic_config())
     return [
         rev.revision
         for rev in reversed(list(script.walk_revisions()))
@@ -114,7 +114,7 @@ def test_a_concurrent_revision_in_a_callers_transaction_says_why(db: Engine) -> 
 def downgrade_leaves_no_trace(server: PgServer, cfg: Config) -> None:
     """pytest-alembic's experimental test on a fresh database, skipping (with its own
     skip_revisions) the revisions that cannot run inside its transaction."""
-    skipped = non_transactional_revisions()
+    skipped = non_transactional_revisions(cfg)
     with server.database("pytest_alembic") as dbname:
         engine = create_engine(server.url(dbname), poolclass=pool.NullPool)
         config = pytest_alembic.Config(alembic_config=cfg, skip_revisions=skipped)
@@ -135,10 +135,11 @@ def test_pytest_alembic_downgrade_leaves_no_trace(pg_server: PgServer) -> None:
 def test_pytest_alembic_downgrade_leaves_no_trace_can_fail(
     pg_server: PgServer, tmp_path: Path
 ) -> None:
-    """The same test, run the same way, catches a downgrade that forgets its column."""
-    add = 'op.add_column("tasks", sa.Column("note", sa.Text()))'
-    cfg = with_revisions(tmp_path, a0099_test_only=revision("0099", head(), add, "pass"))
-    with pytest.raises(AlembicTestFailure, match="post-'0099'-downgrade"):
+    """The same test, run the same way, catches a downgrade that forgets its column (on a
+    synthetic history: tests/synthetic.py)."""
+    add = 'op.add_column("items", sa.Column("extra", sa.Text()))'
+    cfg = synthetic.history(tmp_path, a0002=revision("0002", "0001", add, "pass"))
+    with pytest.raises(AlembicTestFailure, match="post-'0002'-downgrade"):
         downgrade_leaves_no_trace(pg_server, cfg)
 
 

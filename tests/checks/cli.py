@@ -44,6 +44,7 @@ def check_cli_matches_checks(cfg: Config, server: PgServer) -> None:
                 "upgrade",
                 "head",
                 env={"DATABASE_URL_UNPOOLED": url, "DATABASE_URL": url},
+                cold=True,  # a new interpreter, exactly as a deploy starts (tests/zygote.py)
             )
         if done.returncode != 0:
             failed = [line for line in done.stderr.splitlines() if line.startswith("FAILED")]
