@@ -304,7 +304,7 @@ def round_trips(engine: Engine) -> list[list[str]]:
 
 def run(server: PgServer, sizes: Sizes) -> list[Table]:
     rows = max(sizes.rows)
-    runs = max(3, min(sizes.query_runs, 30))
+    runs = max(1, min(sizes.query_runs, 30))
     with server.database("contract") as name:
         url, dsn = server.url(name), server.dsn(name)
         migrate(url, "0002")

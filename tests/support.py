@@ -17,6 +17,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from psycopg import sql
 from pytest_postgresql.janitor import DatabaseJanitor
 from sqlalchemy import URL, Connection, Engine, create_engine, pool
 from sqlalchemy.engine import make_url
@@ -64,7 +65,7 @@ class PgServer:
     def database(self, prefix: str = "t", template: str | None = None) -> Iterator[str]:
         """A new empty database (or a copy of template), dropped afterwards."""
         name = f"{prefix}_{os.getpid()}_{next(_names)}"
-        janitor = DatabaseJanitor(
+        janitor = FileCopyJanitor(
             user=self.user,
             host=self.host,
             port=self.port,
@@ -74,6 +75,31 @@ class PgServer:
         )
         with janitor:
             yield name
+
+
+class FileCopyJanitor(DatabaseJanitor):
+    """pytest-postgresql's janitor, creating with STRATEGY FILE_COPY: PostgreSQL's default
+    (WAL_LOG) writes every page of the template into the WAL, 21 ms a database here against
+    8 ms for a file copy (and its drop 9 ms against 4), for the ~220 databases of a run."""
+
+    def init(self) -> None:
+        with self.cursor() as cur:
+            if self.template_dbname:  # nobody may stay connected to a template being copied
+                cur.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (self.template_dbname,),
+                )
+            template = (
+                sql.SQL(" TEMPLATE {}").format(sql.Identifier(self.template_dbname))
+                if self.template_dbname
+                else sql.SQL("")
+            )
+            cur.execute(
+                sql.SQL("CREATE DATABASE {}{} STRATEGY FILE_COPY").format(
+                    sql.Identifier(self.dbname), template
+                )
+            )
 
 
 # The advisory locks held in the connection's own database (a lock key is per database;
