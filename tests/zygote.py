@@ -65,7 +65,6 @@ def _stdio(env: Mapping[str, str]) -> None:
         line_buffering=True,
         write_through=unbuffered,
     )
-    sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
 
 
 def _become(request: dict[str, Any], fds: list[int]) -> None:
@@ -215,7 +214,7 @@ class Child:
 
     def communicate(
         self, input: str | None = None, timeout: float | None = None
-    ) -> tuple[str | None, str | None]:
+    ) -> tuple[Any, Any]:
         """Send input, read stdout and stderr to their end, and wait (as Popen does)."""
         out: dict[int, list[str]] = {}
 
@@ -240,7 +239,7 @@ class Child:
                 if reader.is_alive():
                     raise subprocess.TimeoutExpired(self.args, timeout or 0)
         self.wait(None if deadline is None else max(0, deadline - time.monotonic()))
-        results = []
+        results: list[str | None] = []
         for stream in (self.stdout, self.stderr):
             if stream is None:
                 results.append(None)
