@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, pool, text
 
 from bench.harness import Sizes, ms
 from bench.report import Table
+from tests import zygote
 from tests.legacy.build import build
 from tests.legacy.run import execute
 from tests.legacy.writers import Writer, generate
@@ -49,7 +50,7 @@ ALTER TABLE tasks
 
 
 def adopt_under_load(
-    dsn: str, rows: int, writers: int, around: float
+    dsn: str, rows: int, writers: int, around: float, warm: bool = False
 ) -> tuple[list[tuple[float, str]], list[Writer], float, float]:
     """The adoption command as a process while `writers` write: (each stderr line with the
     time it arrived, the writers, start, end)."""
@@ -60,14 +61,25 @@ def adopt_under_load(
     time.sleep(around)
     lines: list[tuple[float, str]] = []
     start = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "alembic", *COMMAND],
-        cwd=ROOT,
-        env=clean_env({"DATABASE_URL": dsn}),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process: zygote.Child | subprocess.Popen[str]
+    env = clean_env({"DATABASE_URL": dsn})
+    if warm:  # the smoke run: forked from the tests' zygote (imports done)
+        process = zygote.start(
+            ["-m", "alembic", *COMMAND],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+    else:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "alembic", *COMMAND],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     assert process.stdout is not None
     for line in process.stdout:
         lines.append((time.perf_counter(), line.rstrip()))
@@ -110,7 +122,7 @@ def run(server: PgServer, sizes: Sizes, adopted: Callable[[str], None] | None = 
         reference = in_place_seconds(server, template)
         with server.database("adopt", template=template) as name:
             lines, writers, start, end = adopt_under_load(
-                server.dsn(name), rows, sizes.writers, sizes.around
+                server.dsn(name), rows, sizes.writers, sizes.around, sizes.warm_processes
             )
             if adopted is not None:
                 adopted(name)

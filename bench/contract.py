@@ -82,7 +82,13 @@ def stalls(sizes: Sizes, rows: int, dsn: str) -> list[list[str]]:
             fill(dsn)
 
         def upgrade(rev: str = rev) -> None:
-            done = run_alembic("upgrade", rev, env={"DATABASE_URL": dsn}, timeout=900)
+            done = run_alembic(
+                "upgrade",
+                rev,
+                env={"DATABASE_URL": dsn},
+                timeout=900,
+                cold=not sizes.warm_processes,
+            )
             if done.returncode != 0:
                 raise RuntimeError(f"alembic upgrade {rev} failed:\n{done.stderr}")
 

@@ -40,7 +40,7 @@ def run(server: PgServer, sizes: Sizes) -> Table:
         script.write_text(offline_sql(alembic_config(), "head"))
 
         def alembic(dsn: str) -> None:
-            check(run_alembic("upgrade", "head", env={"DATABASE_URL": dsn}))
+            check(run_alembic("upgrade", "head", env={"DATABASE_URL": dsn}, cold=True))
 
         def psql(dsn: str) -> None:
             check(

@@ -33,6 +33,10 @@ class Sizes:
     crud_threads: tuple[int, ...] = (1, 20)  # 7: concurrent users, direct and through PgBouncer
     crud_rounds: int = 300  # 7: create/get/update/delete rounds per user and run
     stall_revisions: int = 0  # 8: the last N contract revisions run under load (0: all)
+    # `alembic` processes under load (5, 8, 11) from the tests' zygote (tests/zygote.py,
+    # imports done) instead of a new interpreter: the smoke run only; the deploy benchmark
+    # (3) always times a new interpreter, as a deploy starts one.
+    warm_processes: bool = False
 
 
 SMOKE = Sizes(
@@ -51,6 +55,7 @@ SMOKE = Sizes(
     crud_threads=(2,),
     crud_rounds=3,
     stall_revisions=1,
+    warm_processes=True,
 )
 
 

@@ -83,7 +83,9 @@ def run(server: PgServer, sizes: Sizes) -> Table:
         load_tasks(dsn, rows, sizes.users)
 
         def alembic_0002() -> None:
-            done = run_alembic("upgrade", "0002", env={"DATABASE_URL": dsn})
+            done = run_alembic(
+                "upgrade", "0002", env={"DATABASE_URL": dsn}, cold=not sizes.warm_processes
+            )
             if done.returncode != 0:
                 raise RuntimeError(f"alembic upgrade 0002 failed:\n{done.stderr}")
 

@@ -13,17 +13,18 @@ from models import update_task as update
 from models.db import make_engine
 from models.security import APP_ROLE
 from models.settings import Settings
-from tests.support import PgServer, migrate
+from tests.support import PgServer
 
 THREADS = 20
 ROUNDS = 15
 
 
-def test_twenty_threads_of_mixed_crud_stay_isolated(pg_server: PgServer) -> None:
+def test_twenty_threads_of_mixed_crud_stay_isolated(
+    pg_server: PgServer, head_template: str
+) -> None:
     """20 threads of mixed CRUD as the app role: no pool timeout, no cross-user leak, every
     connection returned."""
-    with pg_server.database() as name:
-        migrate(pg_server.url(name))
+    with pg_server.database(template=head_template) as name:
         app_role = replace(pg_server, user=APP_ROLE, password=None)
         engine = make_engine(app_role.url(name), Settings(), pool_timeout=10)
         foreign_ids: list[int] = []  # every task id created so far, by anyone
