@@ -57,6 +57,22 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 log = logging.getLogger("models")
 LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of lock_timeout
 QUERY_CANCELED = "57014"  # SQLSTATE of statement_timeout
+
+
+def name_other_tools_tables(connection: Connection, s: Settings) -> None:
+    """An upgrade, downgrade or stamp names, in one line, the tables of the schema that are
+    not ours (ownership.py: no revision creates them; a deploy does not import the models).
+    A comparison with the models (check, autogenerate) names those it left out itself."""
+    if compares_with_models():
+        return
+    opened = not connection.in_transaction()
+    try:
+        announce(Ownership.of(config, context.script).foreign_tables(connection))
+    finally:
+        if opened and connection.in_transaction():
+            connection.rollback()  # a read: leave the connection as it was handed over
+
+
 # Modules that register autogenerate's comparators and renderers: imported only when a run
 # compares with the models (`alembic check`, `revision --autogenerate`), never on a deploy.
 AUTOGENERATE_MODULES: tuple[str, ...] = ("migrations.autogen",)
@@ -65,6 +81,7 @@ AUTOGENERATE_MODULES: tuple[str, ...] = ("migrations.autogen",)
 # a CommandError of one line. E.g. a check of the database's state, or the app role's setup.
 BEFORE_MIGRATIONS: tuple[Callable[[Connection, Settings], None], ...] = (
     adopt_or_refuse,  # a database built without migrations: refused, or adopted (adopt.py)
+    name_other_tools_tables,  # the one line naming the tables the run leaves alone
 )
 
 # Alembic hands what the running command passed (revision_context, destination_rev, ...)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -83,26 +84,28 @@ def dump_auth_tables(server: PgServer, dbname: str) -> str:
 def test_a_history_leaves_other_tools_tables_alone_and_drops_its_own(
     neighbours: PgServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """With the auth tables holding rows: `alembic check` (as the command line parses it)
-    is clean and names them; autogenerate writes nothing; a removed model writes the DROP
-    of its own table only, which the upgrade refuses while it holds rows (count, flag) and
-    runs with the flag; a model mapping `user`, declared foreign, writes nothing; up and
-    down again, the auth tables stay byte-identical."""
+    """With the auth tables holding rows: the upgrade names them; `alembic check` (as the
+    command line parses it) is clean and names them; autogenerate writes nothing; a removed
+    model writes the DROP of its own table only, which the upgrade refuses while it holds
+    rows (count, flag) and runs with the flag; a model mapping `user`, declared foreign,
+    writes nothing; up and down again, the auth tables stay byte-identical."""
     cfg = history(tmp_path)
     versions = Path(str(cfg.get_main_option("version_locations")))
     with neighbours.database("owned") as name:
         engine = create_engine(neighbours.url(name), poolclass=pool.NullPool)
         space = Synthetic(engine, versions, neighbours)
         before = dump_auth_tables(neighbours, name)
-        space.migrate()
-        space.run("INSERT INTO items (name) VALUES ('a'), ('b')")
         metadata, _ = base_metadata()
-        with caplog.at_level(logging.INFO, logger="models"), engine.connect() as conn:
-            cli = space.config(metadata, connection=conn)
-            cli.cmd_opts = CommandLine(prog="alembic").parser.parse_args(["check"])
-            command.check(cli)
+        with caplog.at_level(logging.INFO, logger="models"):
+            space.migrate()
+            assert caplog.text.count(NOTICE) == 1
+            with engine.connect() as conn:
+                cli = space.config(metadata, connection=conn)
+                cli.cmd_opts = CommandLine(prog="alembic").parser.parse_args(["check"])
+                command.check(cli)
             assert space.autogenerate(metadata, "nothing") == []
-        assert caplog.text.count(NOTICE) == 2
+        assert caplog.text.count(NOTICE) == 3
+        space.run("INSERT INTO items (name) VALUES ('a'), ('b')")
 
         empty = sa.MetaData(naming_convention=NAMING_CONVENTION)
         [drop] = space.autogenerate(empty, "no items")
@@ -140,16 +143,26 @@ def test_the_checks_and_the_snapshot_leave_other_tools_tables_out(
 ) -> None:
     """On a server whose new databases hold the auth tables: the snapshot is the one
     without them, the models match, and data survives (no sample row is written to them:
-    they refuse writes); each run names them in one line. Nothing declares them here
-    (alembic.ini does): that they are no model's and no revision's is enough."""
+    they refuse writes); each check names them (a line per Alembic run). Nothing declares
+    them here (alembic.ini does): that they are no model's and no revision's is enough."""
     cfg = history(tmp_path)
     cfg.set_section_option("ownership", "foreign_tables", "")
-    with caplog.at_level(logging.INFO, logger="models"):
-        alone = checks.render_snapshot(cfg, pg_server)
+    alone = checks.render_snapshot(cfg, pg_server)
+    with named(caplog):
         assert checks.render_snapshot(cfg, neighbours) == alone
+    with named(caplog):
         checks.check_models_match(cfg, neighbours, base_metadata()[0])
+    with named(caplog):
         checks.check_data_survives(cfg, neighbours)
-    assert caplog.text.count(NOTICE) == 3
+
+
+@contextmanager
+def named(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """The block's runs name the auth tables in the one-line notice."""
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="models"):
+        yield
+    assert NOTICE in caplog.text
 
 
 def test_which_tables_a_history_creates(tmp_path: Path) -> None:
