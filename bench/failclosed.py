@@ -31,7 +31,7 @@ from models.security import APP_ROLE, UNSET_USER, bind_user
 from tests.support import PgServer, migrate
 
 ROWS_MAX = 100_000  # enough for a heavy user's full page; the list's scaling is section 4
-BEFORE, AFTER = "before", "after"
+BEFORE, AFTER, CONTROL = "before", "after", "before (a second engine)"
 WRITER = "bench-writer"
 
 
@@ -223,8 +223,18 @@ def run(server: PgServer, sizes: Sizes) -> Table:
         "whose every transaction sets its user ('' when unbound) before its first "
         "statement. A new Session per call; the two engines take turns call by call, "
         f"{sizes.warmup} warm-up rounds, then {sizes.query_runs} rounds. The list is the "
-        f"heaviest user's first page of 50. Goal: <= 0.05 ms more per unbound transaction.",
-        ["operation", "before p50", "before p99", "after p50", "after p99", "after - before p50"],
+        f"heaviest user's first page of 50. Goal: <= 0.05 ms more per unbound transaction. "
+        "*noise*: a second *before* engine, in the same turns: what two identical engines "
+        "(each with its own server connections) differ by.",
+        [
+            "operation",
+            "before p50",
+            "before p99",
+            "after p50",
+            "after p99",
+            "after - before p50",
+            "noise p50",
+        ],
     )
     with server.database("failclosed") as name:
         migrate(server.url(name))
@@ -233,6 +243,7 @@ def run(server: PgServer, sizes: Sizes) -> Table:
         engines = {
             BEFORE: make_engine(url, Settings(), admin=True),
             AFTER: make_engine(url, Settings()),
+            CONTROL: make_engine(url, Settings(), admin=True),
         }
         try:
             ops = {label: operations(engine, user_id(1)) for label, engine in engines.items()}
@@ -248,6 +259,7 @@ def run(server: PgServer, sizes: Sizes) -> Table:
                         f"{median(after) * 1000:.3f}",
                         f"{pct(after, 99) * 1000:.3f}",
                         f"{(median(after) - median(before)) * 1000:+.3f} ms",
+                        f"{(median(series[CONTROL]) - median(before)) * 1000:+.3f} ms",
                     ]
                 )
             merged, separate = reset_cost(server, name, max(sizes.query_runs * 20, 50))
