@@ -266,15 +266,16 @@ END $$"""
 
     def vacuum(self) -> None:
         """VACUUM (ANALYZE) the new table: its statistics are there from the swap on (the
-        planner's), and the swap's count reads its index, not its pages. Outside any
-        transaction (VACUUM cannot run in one), without statement_timeout (it blocks no
-        writer); rerunnable."""
+        planner's); and VACUUM both: the swap's two counts, under its lock, then read their
+        indexes (pages all-visible), not their pages. Outside any transaction (VACUUM
+        cannot run in one), without statement_timeout (it blocks no writer); rerunnable."""
         level = self.conn.get_isolation_level()
         self.conn.execution_options(isolation_level="AUTOCOMMIT")
         try:
             with self.conn.begin():
                 self.conn.execute(text("SET statement_timeout = 0"))  # the run's end resets it
                 self.conn.execute(text(f"VACUUM (ANALYZE) {self.new}"))
+                self.conn.execute(text(f"VACUUM {self.legacy}"))
         finally:
             self.conn.execution_options(isolation_level=level)
 
