@@ -355,3 +355,20 @@ def embedded_server(workdir: Path, *, durable: bool = True) -> Iterator[PgServer
             yield found
         finally:
             server.cleanup()
+
+
+# Two users' committed rows: alice 2, bob 1 (the isolation tests' seed).
+SEED = {"alice": 2, "bob": 1}
+
+
+@contextmanager
+def seeded_copy(server: PgServer, template: str, label: str) -> Iterator[str]:
+    """A copy of template (a database at head) holding SEED's tasks, titled "<user> <i>"."""
+    with server.database(label, template=template) as name:
+        with psycopg.connect(server.dsn(name), autocommit=True) as conn:
+            for user, count in SEED.items():
+                for i in range(count):
+                    conn.execute(
+                        "INSERT INTO tasks (user_id, title) VALUES (%s, %s)", (user, f"{user} {i}")
+                    )
+        yield name

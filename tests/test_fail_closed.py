@@ -20,24 +20,13 @@ from models.db import make_engine
 from models.security import APP_ROLE, bind_user, bound_user, create_app_role
 from models.settings import Settings
 from tests import pgbouncer as pgb
-from tests.support import PgServer
-
-SEED = {"alice": 2, "bob": 1}
+from tests.support import SEED, PgServer, seeded_copy
 
 
 @pytest.fixture(scope="module")
 def fc_db(pg_server: PgServer, head_template: str) -> Iterator[str]:
     """A copy of head with committed rows of two users (alice 2, bob 1)."""
-    with pg_server.database("fc", template=head_template) as name:
-        owner = create_engine(pg_server.url(name), poolclass=pool.NullPool)
-        with owner.begin() as conn:
-            for user, count in SEED.items():
-                for i in range(count):
-                    conn.execute(
-                        text("INSERT INTO tasks (user_id, title) VALUES (:u, :t)"),
-                        {"u": user, "t": f"{user} {i}"},
-                    )
-        owner.dispose()
+    with seeded_copy(pg_server, head_template, "fc") as name:
         yield name
 
 

@@ -27,33 +27,24 @@ from models.security import (
 )
 from tests import pgbouncer as pgb
 from tests.support import (
+    SEED,
     PgServer,
     head,
     migrate,
     revision,
     run_alembic,
     run_python,
+    seeded_copy,
     with_revisions,
 )
 
-SEED = {"alice": 2, "bob": 1}
 OWNER_ROLE = "todo_owner"  # a table owner that is not a superuser (superusers skip RLS)
 
 
 @pytest.fixture(scope="module")
-def rls_db(pg_server: PgServer) -> Iterator[str]:
-    """A database at head with committed rows of two users (alice 2, bob 1)."""
-    with pg_server.database("rls") as name:
-        migrate(pg_server.url(name))
-        owner = create_engine(pg_server.url(name), poolclass=pool.NullPool)
-        with owner.begin() as conn:
-            for user, count in SEED.items():
-                for i in range(count):
-                    conn.execute(
-                        text("INSERT INTO tasks (user_id, title) VALUES (:u, :t)"),
-                        {"u": user, "t": f"{user} {i}"},
-                    )
-        owner.dispose()
+def rls_db(pg_server: PgServer, head_template: str) -> Iterator[str]:
+    """A copy of head with committed rows of two users (alice 2, bob 1)."""
+    with seeded_copy(pg_server, head_template, "rls") as name:
         yield name
 
 
