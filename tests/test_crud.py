@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC
 from typing import Any
@@ -131,18 +133,28 @@ def test_invalid_data_fails_before_any_sql(session: Session) -> None:
     assert statements == []
 
 
-def test_each_write_is_one_statement(session: Session) -> None:
-    """create, update, replace and delete each send one INSERT/UPDATE/DELETE ... RETURNING."""
+@contextmanager
+def statements_sent(session: Session) -> Iterator[list[str]]:
+    """The first keyword of each statement sent in the block (INSERT, UPDATE, WITH, ...),
+    leaving out the test's own rollback isolation (SAVEPOINT, RELEASE)."""
     sent: list[str] = []
     bind = session.get_bind()
 
     def record(*args: object) -> None:
         statement = str(args[2]).strip().split()[0].upper()
-        if statement not in ("SAVEPOINT", "RELEASE"):  # the test's rollback isolation
+        if statement not in ("SAVEPOINT", "RELEASE"):
             sent.append(statement)
 
     event.listen(bind, "before_cursor_execute", record)
     try:
+        yield sent
+    finally:
+        event.remove(bind, "before_cursor_execute", record)
+
+
+def test_each_write_is_one_statement(session: Session) -> None:
+    """create, update, replace and delete each send one INSERT/UPDATE/DELETE ... RETURNING."""
+    with statements_sent(session) as sent:
         task = create_task(session, "alice", TaskCreate(title="t"))
         update_task(session, "alice", task.id or 0, TaskUpdate(complete=True))
         replace_task(
@@ -154,8 +166,6 @@ def test_each_write_is_one_statement(session: Session) -> None:
         delete_task(session, "alice", task.id or 0)
         assert update_task(session, "alice", task.id or 0, TaskUpdate(title="gone")) is None
         assert delete_task(session, "alice", task.id or 0) is False
-    finally:
-        event.remove(bind, "before_cursor_execute", record)
     assert sent == ["INSERT", "UPDATE", "UPDATE", "DELETE", "UPDATE", "DELETE"]
 
 
@@ -180,21 +190,10 @@ def test_an_update_with_a_precondition_applies_only_to_what_the_client_read(
     if it is gone or another user's; a blind update still works."""
     task = create_task(session, "alice", TaskCreate(title="t", tags=["a"]))
     tid, read = task.id or 0, task.updated_at
-    sent: list[str] = []
-    bind = session.get_bind()
-
-    def record(*args: object) -> None:
-        statement = str(args[2]).strip().split()[0].upper()
-        if statement not in ("SAVEPOINT", "RELEASE"):  # the test's rollback isolation
-            sent.append(statement)
-
-    event.listen(bind, "before_cursor_execute", record)
-    try:
+    with statements_sent(session) as sent:
         done = update_task(
             session, "alice", tid, TaskUpdate(tags=["a", "b"]), expected_updated_at=read
         )
-    finally:
-        event.remove(bind, "before_cursor_execute", record)
     assert sent == ["WITH"]  # one statement: the guarded UPDATE ... RETURNING, in a CTE
     assert done is not None and done.tags == ["a", "b"] and done.updated_at != read
     for stale in (read, TaskRead.model_validate(task).model_dump(mode="json")["updated_at"]):

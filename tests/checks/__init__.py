@@ -24,7 +24,7 @@ share is in `common.py`.
 
 A revision may waive a per-revision check for itself: `exceptions.py`. Other tools' tables
 in a check's database (a server whose template1 holds them) are left out of checks 2, 5
-and 7 and named once (migrations/ownership.py).
+and 7 and named once per Alembic run (migrations/ownership.py, env.py).
 """
 
 from tests.checks.cli import check_cli_matches_checks

@@ -20,7 +20,7 @@ from alembic.script import Script, ScriptDirectory
 from sqlalchemy import Connection, MetaData, create_engine, pool
 from sqlalchemy.exc import SAWarning
 
-from migrations.ownership import Ownership, announce
+from migrations.ownership import Ownership
 from models.local import pg_program
 from tests.support import PgServer
 
@@ -220,10 +220,9 @@ def reflection_quirks() -> Iterator[None]:
 
 def foreign_tables(cfg: Config, conn: Connection) -> list[str]:
     """The tables of other tools in the connection's database (neither created by cfg's
-    revisions nor in the models' metadata, or declared foreign), named once in the log."""
-    found = Ownership.of(cfg, scripts(cfg)).foreign_tables(conn)
-    announce(found)
-    return found
+    revisions nor in the models' metadata, or declared foreign). The log names them once
+    per Alembic run (env.py), so not here too."""
+    return Ownership.of(cfg, scripts(cfg)).foreign_tables(conn)
 
 
 def models_metadata() -> MetaData:
